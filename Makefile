@@ -1,0 +1,45 @@
+# choreo — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS_DIR ?= $(or $(CHOREO_TOOLS_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/choreo/tools)
+export CHOREO_TOOLS_DIR := $(TOOLS_DIR)
+export CHOREO_TANSU_BIN ?= $(TOOLS_DIR)/tansu-0.6.0/bin/tansu
+export CHOREO_KCAT ?= $(CURDIR)/scripts/kcat
+
+.PHONY: help tools build run run-memory test test-unit test-e2e lint fmt compose-check clean-data
+
+help:
+	@echo "make run    — build and start the whole local stack (broker, registry, five services)"
+	@echo "make test   — unit tests, then end-to-end tests against the real broker and registry"
+	@echo "make tools  — install the broker, kcat and its librdkafka into $(TOOLS_DIR) (done by run/test)"
+	@echo "make clean-data — delete ./data (every event, schema and service database of make run)"
+
+tools:
+	@scripts/tools.sh
+
+build:
+	cargo build --release --workspace --bins
+
+run: tools build
+	target/release/choreo up
+
+# In-memory broker: nothing survives a restart.
+run-memory: tools build
+	target/release/choreo up --memory
+
+# The end-to-end tests start the service binaries as child processes, so the
+# binaries are built first.
+test: tools
+	cargo build --workspace --bins
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean-data:
+	rm -rf data

@@ -1,0 +1,7 @@
+//! The `choreo` command.
+//!
+//! # Layout
+//!
+//! - [`up`]: `choreo up`, the local stack of `make run`.
+
+pub mod up;

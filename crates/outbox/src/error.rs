@@ -1,0 +1,255 @@
+//! The crate's one error type and its retry classification.
+//!
+//! The messaging runtime decides between *retry in place* (the partition
+//! waits, nothing is skipped) and *dead-letter* (the partition moves on) from
+//! [`Error::is_retryable`]. The rule applied here: an error is retryable when
+//! the environment caused it (lock contention, a lost connection, a server
+//! shutting down, a full pool or disk) and a later attempt of the very same
+//! work can succeed; it is permanent when the work itself is wrong (a
+//! constraint violation, bad SQL, a value that does not decode). When in
+//! doubt about an *infrastructure* condition we say retryable: dead-lettering
+//! a good message loses a saga step, while retrying a bad one only delays a
+//! partition until an operator looks.
+
+use std::path::PathBuf;
+
+use sqlx::migrate::MigrateError;
+use sqlx::postgres::PgDatabaseError;
+use sqlx::sqlite::SqliteError;
+
+/// Result with this crate's [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in outbox/inbox storage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A database operation failed; `context` says which.
+    #[error("{context}")]
+    Sql {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// Running a migrator failed.
+    #[error("database migration failed")]
+    Migrate(#[source] MigrateError),
+
+    /// The database URL is not one this crate understands. The URL itself
+    /// is not included: it may carry credentials.
+    #[error("unsupported database url: {reason}")]
+    InvalidUrl { reason: String },
+
+    /// The folder for a SQLite database file could not be created.
+    #[error("cannot create directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An outbox row's headers column is not the JSON this crate writes.
+    #[error("outbox row {seq} has malformed headers")]
+    Headers {
+        seq: i64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+        move |source| Error::Sql { context, source }
+    }
+
+    /// True when the same operation may succeed if retried later (database
+    /// busy or locked, pool exhausted, connection lost, serialization
+    /// failure, deadlock, server shutting down); false when retrying cannot
+    /// help (constraint violation, bad SQL, undecodable data, bad config).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Sql { source, .. } => is_retryable_sqlx(source),
+            Error::Migrate(e) => is_retryable_migrate(e),
+            Error::CreateDir { .. } => true,
+            Error::InvalidUrl { .. } | Error::Headers { .. } => false,
+        }
+    }
+}
+
+/// Lets services use `?` on their own sqlx calls made through
+/// [`UnitOfWork::conn`](crate::UnitOfWork::conn) and keep one error type.
+impl From<sqlx::Error> for Error {
+    fn from(source: sqlx::Error) -> Self {
+        Error::Sql {
+            context: "database operation",
+            source,
+        }
+    }
+}
+
+impl From<MigrateError> for Error {
+    fn from(e: MigrateError) -> Self {
+        Error::Migrate(e)
+    }
+}
+
+/// The classification behind [`Error::is_retryable`], for callers holding a
+/// bare `sqlx::Error` (a service's own storage code).
+pub fn is_retryable_sqlx(err: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match err {
+        E::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+                pg_sqlstate_is_retryable(pg.code())
+            } else if db.try_downcast_ref::<SqliteError>().is_some() {
+                db.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(sqlite_code_is_retryable)
+            } else {
+                false
+            }
+        }
+        // Lost or unusable connection, or nothing to run on right now.
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::WorkerCrashed
+        | E::BeginFailed => true,
+        // Shutting down: the message must be redelivered, never dead-lettered.
+        E::PoolClosed => true,
+        E::Migrate(e) => is_retryable_migrate(e),
+        // Configuration, decoding, missing rows/columns, type mapping, bad
+        // savepoint use: the same call fails the same way next time.
+        _ => false,
+    }
+}
+
+fn is_retryable_migrate(err: &MigrateError) -> bool {
+    match err {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => is_retryable_sqlx(e),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATE codes worth retrying.
+/// <https://www.postgresql.org/docs/current/errcodes-appendix.html>
+pub(crate) fn pg_sqlstate_is_retryable(code: &str) -> bool {
+    matches!(
+        code,
+        // transaction rollback: serialization failure, statement completion
+        // unknown, deadlock detected
+        "40001" | "40003" | "40P01"
+        // lock_not_available (lock_timeout / NOWAIT)
+        | "55P03"
+        // query_canceled (statement_timeout), admin/crash shutdown,
+        // cannot_connect_now (server starting up)
+        | "57014" | "57P01" | "57P02" | "57P03"
+        // read_only_sql_transaction: connected to a standby during failover
+        | "25006"
+    ) || code.starts_with("08") // connection exception
+        || code.starts_with("53") // insufficient resources: disk full, out of memory, too many connections
+        || code.starts_with("58") // system error: I/O error
+}
+
+/// SQLite (extended) result codes worth retrying.
+/// <https://www.sqlite.org/rescode.html>
+pub(crate) fn sqlite_code_is_retryable(code: i32) -> bool {
+    const BUSY: i32 = 5;
+    const LOCKED: i32 = 6;
+    const NOMEM: i32 = 7;
+    const IOERR: i32 = 10;
+    const FULL: i32 = 13;
+    const CANTOPEN: i32 = 14;
+    const PROTOCOL: i32 = 15;
+    // READONLY_RECOVERY / READONLY_CANTLOCK: WAL recovery in progress or
+    // the shared-memory lock is briefly unavailable.
+    const READONLY_RECOVERY: i32 = 8 | (1 << 8);
+    const READONLY_CANTLOCK: i32 = 8 | (2 << 8);
+
+    matches!(
+        code & 0xff,
+        BUSY | LOCKED | NOMEM | IOERR | FULL | CANTOPEN | PROTOCOL
+    ) || matches!(code, READONLY_RECOVERY | READONLY_CANTLOCK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_sqlstates() {
+        for code in [
+            "40001", "40P01", "40003", "55P03", "57014", "57P01", "57P02", "57P03", "08000",
+            "08006", "08003", "08P01", "53300", "53100", "58030", "25006",
+        ] {
+            assert!(pg_sqlstate_is_retryable(code), "{code} should be retryable");
+        }
+        for code in [
+            "23505", // unique_violation
+            "23503", // foreign_key_violation
+            "23502", // not_null_violation
+            "42601", // syntax_error
+            "42P01", // undefined_table
+            "22P02", // invalid_text_representation
+            "XX000", // internal_error
+            "40002", // integrity_constraint_violation (transaction rollback class)
+        ] {
+            assert!(!pg_sqlstate_is_retryable(code), "{code} should be permanent");
+        }
+    }
+
+    #[test]
+    fn sqlite_codes() {
+        for code in [
+            5,            // BUSY
+            5 | (2 << 8), // BUSY_SNAPSHOT
+            5 | (1 << 8), // BUSY_RECOVERY
+            6,            // LOCKED
+            6 | (1 << 8), // LOCKED_SHAREDCACHE
+            10,           // IOERR
+            10 | (3 << 8),
+            13, // FULL
+            264,
+        ] {
+            assert!(sqlite_code_is_retryable(code), "{code} should be retryable");
+        }
+        for code in [
+            1,             // ERROR (bad SQL)
+            19,            // CONSTRAINT
+            19 | (8 << 8), // CONSTRAINT_UNIQUE (2067)
+            19 | (6 << 8), // CONSTRAINT_PRIMARYKEY
+            20,            // MISMATCH
+            11,            // CORRUPT
+            8,             // READONLY
+        ] {
+            assert!(!sqlite_code_is_retryable(code), "{code} should be permanent");
+        }
+    }
+
+    #[test]
+    fn non_database_sqlx_errors() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_retryable_sqlx(&io));
+        assert!(is_retryable_sqlx(&sqlx::Error::PoolTimedOut));
+        assert!(is_retryable_sqlx(&sqlx::Error::PoolClosed));
+        assert!(is_retryable_sqlx(&sqlx::Error::WorkerCrashed));
+        assert!(is_retryable_sqlx(&sqlx::Error::Protocol("eof".into())));
+
+        assert!(!is_retryable_sqlx(&sqlx::Error::RowNotFound));
+        assert!(!is_retryable_sqlx(&sqlx::Error::ColumnNotFound("x".into())));
+        assert!(!is_retryable_sqlx(&sqlx::Error::Decode("bad".into())));
+        assert!(!is_retryable_sqlx(&sqlx::Error::Configuration(
+            "bad".into()
+        )));
+
+        let migrate = Error::Migrate(MigrateError::Execute(sqlx::Error::PoolTimedOut));
+        assert!(migrate.is_retryable());
+        assert!(!Error::Migrate(MigrateError::VersionMissing(3)).is_retryable());
+        assert!(!Error::InvalidUrl {
+            reason: "x".into()
+        }
+        .is_retryable());
+        assert!(Error::from(sqlx::Error::PoolTimedOut).is_retryable());
+    }
+}

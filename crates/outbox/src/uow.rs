@@ -1,0 +1,158 @@
+//! The write side: one local transaction holding a service's state change,
+//! the inbox record of the event that caused it and the events it emits.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use sqlx::{Any, AnyConnection, Transaction};
+
+use crate::db::{now_ms, Backend, Db};
+use crate::error::{Error, Result};
+
+/// An event to publish, as the relay will hand it to the producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub topic: String,
+    /// Kafka message key; per-key publish order is append (commit) order.
+    pub key: String,
+    /// The encoded record (e.g. Confluent-Avro bytes).
+    pub payload: Vec<u8>,
+    /// Kafka headers, in order (e.g. `traceparent`).
+    pub headers: Vec<(String, String)>,
+}
+
+/// Class id of the per-key append locks (two-int4 advisory key space, which
+/// does not overlap the relay lease's bigint key space).
+const APPEND_LOCK_CLASS: i32 = 0x6f62_6f78; // "obox"
+
+/// A transaction. Commit to apply everything; [`rollback`](Self::rollback)
+/// or drop to apply nothing.
+///
+/// The usual consumer pattern:
+/// ```no_run
+/// # async fn handle(db: &choreo_outbox::Db, event_id: &str) -> choreo_outbox::Result<()> {
+/// let mut uow = db.begin().await?;
+/// if !uow.record_inbox("inventory", event_id).await? {
+///     return uow.rollback().await; // a redelivery: already applied
+/// }
+/// // ... the service's own writes through uow.conn() ...
+/// // uow.append(message).await?;
+/// uow.commit().await // then commit the consumer offset
+/// # }
+/// ```
+pub struct UnitOfWork<'c> {
+    tx: Transaction<'c, Any>,
+    db: Db,
+    appended: usize,
+    locked_keys: HashSet<String>,
+}
+
+impl fmt::Debug for UnitOfWork<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnitOfWork")
+            .field("backend", &self.db.backend())
+            .field("appended", &self.appended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> UnitOfWork<'c> {
+    pub(crate) fn new(tx: Transaction<'c, Any>, db: Db) -> Self {
+        Self {
+            tx,
+            db,
+            appended: 0,
+            locked_keys: HashSet::new(),
+        }
+    }
+
+    /// Records that `consumer` has seen `event_id`. Returns `true` the first
+    /// time, `false` for a duplicate, in which case the caller should roll
+    /// back (or commit nothing else) and acknowledge the input.
+    ///
+    /// On PostgreSQL a concurrent unit of work recording the same id waits
+    /// for this one to finish, then gets `false` (or `true` if this one
+    /// rolled back), so a duplicate never slips through a race.
+    pub async fn record_inbox(&mut self, consumer: &str, event_id: &str) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(Error::sql("recording inbox entry"))?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Adds `msg` to the outbox; it is published after [`commit`](Self::commit).
+    ///
+    /// On PostgreSQL the first append for a key in this unit of work takes a
+    /// transaction-scoped advisory lock on the key. `seq` values are handed
+    /// out at INSERT but become visible at COMMIT, so without the lock two
+    /// concurrent transactions for one key could commit in the opposite
+    /// order of their seqs, and the relay could publish the later seq first.
+    /// With it, per-key seq order is per-key commit order. (SQLite has one
+    /// connection, so transactions never overlap.)
+    pub async fn append(&mut self, msg: OutboxMessage) -> Result<()> {
+        if self.db.backend() == Backend::Postgres && !self.locked_keys.contains(&msg.key) {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(APPEND_LOCK_CLASS)
+                .bind(&msg.key)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(Error::sql("locking outbox key"))?;
+            self.locked_keys.insert(msg.key.clone());
+        }
+        let headers = serde_json::to_string(&msg.headers)
+            .expect("a list of string pairs always serializes");
+        sqlx::query(
+            "INSERT INTO outbox (topic, key, payload, headers, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(msg.topic)
+        .bind(msg.key)
+        .bind(msg.payload)
+        .bind(headers)
+        .bind(now_ms())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(Error::sql("appending to the outbox"))?;
+        self.appended += 1;
+        Ok(())
+    }
+
+    /// The transaction's connection, for the service's own reads and writes.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Number of messages appended so far.
+    pub fn appended(&self) -> usize {
+        self.appended
+    }
+
+    /// Commits, then wakes the relay if anything was appended.
+    pub async fn commit(self) -> Result<()> {
+        self.tx
+            .commit()
+            .await
+            .map_err(Error::sql("committing a unit of work"))?;
+        if self.appended > 0 {
+            self.db.notify_relay();
+        }
+        Ok(())
+    }
+
+    /// Discards everything done in this unit of work. Dropping it does the
+    /// same; this form reports errors.
+    pub async fn rollback(self) -> Result<()> {
+        self.tx
+            .rollback()
+            .await
+            .map_err(Error::sql("rolling back a unit of work"))
+    }
+}

@@ -1,0 +1,154 @@
+//! What one stack is made of: ports, paths, which services, their settings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::{Error, Result};
+
+/// Where each part listens on 127.0.0.1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub broker: u16,
+    pub registry: u16,
+    pub order: u16,
+    pub inventory: u16,
+    pub payment: u16,
+    pub courier: u16,
+    pub communication: u16,
+}
+
+impl Default for Ports {
+    /// The fixed ports of `make run`.
+    fn default() -> Self {
+        Self {
+            broker: 9092,
+            registry: 8081,
+            order: 8080,
+            inventory: 8082,
+            payment: 8083,
+            courier: 8084,
+            communication: 8085,
+        }
+    }
+}
+
+impl Ports {
+    /// Ports the OS reports free right now, for tests that run stacks side
+    /// by side.
+    pub fn free() -> std::io::Result<Self> {
+        let mut listeners = Vec::new();
+        let mut next = || -> std::io::Result<u16> {
+            // Replica i listens on base + 100·i: keep bases low enough.
+            loop {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                let port = l.local_addr()?.port();
+                listeners.push(l);
+                if port < 65000 {
+                    return Ok(port);
+                }
+            }
+        };
+        Ok(Self {
+            broker: next()?,
+            registry: next()?,
+            order: next()?,
+            inventory: next()?,
+            payment: next()?,
+            courier: next()?,
+            communication: next()?,
+        })
+    }
+
+    pub fn service(&self, name: &str) -> Option<u16> {
+        Some(match name {
+            "order" => self.order,
+            "inventory" => self.inventory,
+            "payment" => self.payment,
+            "courier" => self.courier,
+            "communication" => self.communication,
+            _ => return None,
+        })
+    }
+}
+
+/// Where children's output goes.
+#[derive(Clone, Debug)]
+pub enum LogSink {
+    /// Each line on our stdout, prefixed with the process's name (`choreo up`).
+    Prefixed,
+    /// `<data_dir>/logs/<name>.log` (tests; read back when one fails).
+    Files,
+}
+
+#[derive(Clone, Debug)]
+pub struct StackConfig {
+    pub data_dir: PathBuf,
+    /// Where `choreo-registry` and `choreo-<service>` binaries are.
+    pub bin_dir: PathBuf,
+    pub tansu_bin: PathBuf,
+    /// `memory://` broker storage instead of SQLite under `data_dir/broker`.
+    pub memory_broker: bool,
+    pub ports: Ports,
+    /// Services to start, in order.
+    pub services: Vec<String>,
+    /// `DATABASE_URL` per service; absent → the service's SQLite default.
+    pub database_urls: BTreeMap<String, String>,
+    /// Extra environment per service.
+    pub service_env: BTreeMap<String, Vec<(String, String)>>,
+    /// Extra environment for every service.
+    pub common_env: Vec<(String, String)>,
+    pub log: LogSink,
+}
+
+impl StackConfig {
+    /// `make run`'s stack: fixed ports, `./data`, binaries beside the
+    /// current executable, every service whose binary exists.
+    pub fn local(data_dir: PathBuf, bin_dir: PathBuf) -> Self {
+        let services = choreo_events::SERVICES
+            .iter()
+            .filter(|s| bin_dir.join(format!("choreo-{s}")).exists())
+            .map(|s| (*s).to_owned())
+            .collect();
+        Self {
+            data_dir,
+            bin_dir,
+            tansu_bin: default_tansu_bin(),
+            memory_broker: false,
+            ports: Ports::default(),
+            services,
+            database_urls: BTreeMap::new(),
+            service_env: BTreeMap::new(),
+            common_env: Vec::new(),
+            log: LogSink::Prefixed,
+        }
+    }
+
+    pub fn bin(&self, name: &str) -> Result<PathBuf> {
+        let path = self.bin_dir.join(name);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(Error::MissingBinary(path))
+        }
+    }
+}
+
+/// `$CHOREO_TANSU_BIN`, else where `make tools` caches it.
+pub fn default_tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHOREO_TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    tools_dir().join("tansu-0.6.0/bin/tansu")
+}
+
+/// `$CHOREO_TOOLS_DIR`, else `${XDG_CACHE_HOME:-$HOME/.cache}/choreo/tools`.
+pub fn tools_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHOREO_TOOLS_DIR") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("choreo/tools")
+}

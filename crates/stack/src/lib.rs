@@ -1,0 +1,409 @@
+//! Starts and stops choreo's local stack as child processes: the tansu
+//! broker, `choreo-registry`, and the five service binaries.
+//!
+//! `choreo up` (`make run`) and the end-to-end test kit share this code, so
+//! the tests run exactly what a person runs. Nothing here knows the saga:
+//! it creates the topics and registers the schemas of the contract, passes
+//! each service its addresses through environment variables, and waits on
+//! observable readiness (a TCP port, broker metadata, `GET /readyz`).
+//!
+//! # Layout
+//!
+//! - [`config`]: ports, paths and per-service settings of one stack.
+//! - [`process`]: one supervised child: spawn, log prefixing, SIGTERM/SIGKILL.
+//! - [`Stack`]: the whole thing, with the fault-injection verbs tests need
+//!   (kill a service, restart the broker).
+
+pub mod config;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::info;
+
+pub use config::{LogSink, Ports, StackConfig};
+pub use process::Child;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binary not found: {0} (build it first: cargo build --workspace --bins)")]
+    MissingBinary(PathBuf),
+    #[error("{0} did not become ready within {1:?}")]
+    NotReady(String, Duration),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("creating topic {0}: {1}")]
+    CreateTopic(String, String),
+    #[error("registering schemas: {0}")]
+    Schemas(String),
+    #[error("{0} exited early: {1}")]
+    Exited(String, String),
+    #[error("unknown service {0}")]
+    UnknownService(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A running stack. Dropping it kills every child (kill-on-drop), so a
+/// failing test leaves nothing behind; [`Stack::shutdown`] stops them
+/// gracefully.
+#[derive(Debug)]
+pub struct Stack {
+    pub config: StackConfig,
+    broker: Option<Child>,
+    registry: Option<Child>,
+    services: BTreeMap<String, Vec<Child>>,
+}
+
+impl Stack {
+    /// Broker, topics, registry, schemas, then every configured service,
+    /// each waited on until ready.
+    pub async fn start(config: StackConfig) -> Result<Stack> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
+            what: format!("creating {}", config.data_dir.display()),
+            source: e,
+        })?;
+        let mut stack = Stack {
+            config,
+            broker: None,
+            registry: None,
+            services: BTreeMap::new(),
+        };
+        stack.start_broker().await?;
+        stack.create_topics().await?;
+        stack.start_registry().await?;
+        stack.register_schemas().await?;
+        let names = stack.config.services.clone();
+        for name in &names {
+            stack.spawn_service(name)?;
+        }
+        for name in &names {
+            stack.wait_service_ready(name, 0).await?;
+        }
+        Ok(stack)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.config.ports.broker)
+    }
+
+    pub fn registry_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.ports.registry)
+    }
+
+    pub fn service_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.config.ports.service(name).unwrap_or(0))
+    }
+
+    /// `http://…` of replica `index` of a service.
+    pub fn replica_url(&self, name: &str, index: usize) -> String {
+        let base = self.config.ports.service(name).unwrap_or(0);
+        format!("http://127.0.0.1:{}", replica_port(base, index))
+    }
+
+    pub fn service_data_dir(&self, name: &str) -> PathBuf {
+        self.config.data_dir.join(name)
+    }
+
+    pub async fn start_broker(&mut self) -> Result<()> {
+        let tansu = &self.config.tansu_bin;
+        if !tansu.exists() {
+            return Err(Error::MissingBinary(tansu.clone()));
+        }
+        let url = format!("tcp://127.0.0.1:{}", self.config.ports.broker);
+        let storage = if self.config.memory_broker {
+            "memory://tansu/".to_owned()
+        } else {
+            let dir = self.config.data_dir.join("broker");
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+                what: format!("creating {}", dir.display()),
+                source: e,
+            })?;
+            format!("sqlite://{}", absolute(&dir.join("tansu.db")).display())
+        };
+        let mut cmd = tokio::process::Command::new(tansu);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            &storage,
+        ])
+        .env("RUST_LOG", "warn");
+        let child = Child::spawn("broker", cmd, &self.config.log, &self.config.data_dir)?;
+        self.broker = Some(child);
+        self.wait_broker().await
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL): for broker-restart tests.
+    pub async fn stop_broker(&mut self) {
+        if let Some(child) = self.broker.take() {
+            child.stop(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn wait_broker(&mut self) -> Result<()> {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.config.ports.broker).into();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        wait_tcp("broker", addr, deadline, self.broker.as_mut()).await?;
+        let brokers = self.brokers();
+        // A port that accepts is not yet a broker that answers metadata.
+        let ok = tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()?;
+            consumer.fetch_metadata(None, Duration::from_secs(20))?;
+            Ok::<_, rdkafka::error::KafkaError>(())
+        })
+        .await
+        .map_err(|e| Error::Exited("broker".into(), e.to_string()))?;
+        ok?;
+        info!(brokers = %self.brokers(), "broker ready");
+        Ok(())
+    }
+
+    /// Every topic of the contract plus each service's dead-letter topic.
+    /// Already existing topics are fine: `make run` restarts on old data.
+    pub async fn create_topics(&self) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            choreo_bus::KafkaSettings::new(self.brokers())
+                .admin_config()
+                .create()?;
+        let mut names: Vec<(String, i32)> = choreo_events::Topic::ALL
+            .iter()
+            .map(|t| (t.name().to_owned(), choreo_events::Topic::PARTITIONS))
+            .collect();
+        for service in choreo_events::SERVICES {
+            names.push((choreo_events::dlq_topic(service), 1));
+        }
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(topics.iter(), &opts).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(Error::CreateTopic(name, code.to_string())),
+            }
+        }
+        info!(topics = names.len(), "topics ready");
+        Ok(())
+    }
+
+    pub async fn start_registry(&mut self) -> Result<()> {
+        let bin = self.config.bin("choreo-registry")?;
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.env(
+            "CHOREO_REGISTRY_LISTEN",
+            format!("127.0.0.1:{}", self.config.ports.registry),
+        )
+        .env(
+            "CHOREO_REGISTRY_DATA_DIR",
+            self.config.data_dir.join("registry"),
+        );
+        let child = Child::spawn("registry", cmd, &self.config.log, &self.config.data_dir)?;
+        self.registry = Some(child);
+        let url = format!("{}/subjects", self.registry_url());
+        wait_http("registry", &url, Instant::now() + Duration::from_secs(30), self.registry.as_mut()).await
+    }
+
+    pub async fn stop_registry(&mut self) {
+        if let Some(child) = self.registry.take() {
+            child.stop(Duration::from_secs(5)).await;
+        }
+    }
+
+    pub async fn register_schemas(&self) -> Result<Vec<(String, u32)>> {
+        let codec = choreo_bus::Codec::new(&self.registry_url());
+        let ids = codec
+            .register_all()
+            .await
+            .map_err(|e| Error::Schemas(e.to_string()))?;
+        info!(subjects = ids.len(), "schemas registered");
+        Ok(ids)
+    }
+
+    /// The environment a service process gets: where it listens, where the
+    /// broker, registry and its data are, plus configured extras.
+    fn service_env(&self, name: &str, index: usize) -> Result<Vec<(String, String)>> {
+        let base = self
+            .config
+            .ports
+            .service(name)
+            .ok_or_else(|| Error::UnknownService(name.to_owned()))?;
+        let data = absolute(&self.service_data_dir(name));
+        let mut env = vec![
+            (
+                "CHOREO_HTTP_ADDR".to_owned(),
+                format!("127.0.0.1:{}", replica_port(base, index)),
+            ),
+            ("CHOREO_BROKERS".to_owned(), self.brokers()),
+            ("CHOREO_REGISTRY_URL".to_owned(), self.registry_url()),
+            ("CHOREO_DATA_DIR".to_owned(), data.display().to_string()),
+        ];
+        if let Some(db) = self.config.database_urls.get(name) {
+            env.push(("DATABASE_URL".to_owned(), db.clone()));
+        }
+        if let Some(extra) = self.config.service_env.get(name) {
+            env.extend(extra.iter().cloned());
+        }
+        env.extend(self.config.common_env.iter().cloned());
+        Ok(env)
+    }
+
+    /// Starts one more replica of a service (replica 0 is the first).
+    pub fn spawn_service(&mut self, name: &str) -> Result<usize> {
+        let index = self.services.get(name).map(Vec::len).unwrap_or(0);
+        self.spawn_replica(name, index)?;
+        Ok(index)
+    }
+
+    fn spawn_replica(&mut self, name: &str, index: usize) -> Result<()> {
+        let bin = self.config.bin(&format!("choreo-{name}"))?;
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.envs(self.service_env(name, index)?);
+        let label = if index == 0 {
+            name.to_owned()
+        } else {
+            format!("{name}.{index}")
+        };
+        let child = Child::spawn(&label, cmd, &self.config.log, &self.config.data_dir)?;
+        let replicas = self.services.entry(name.to_owned()).or_default();
+        if index < replicas.len() {
+            replicas[index] = child;
+        } else {
+            replicas.push(child);
+        }
+        Ok(())
+    }
+
+    pub async fn wait_service_ready(&mut self, name: &str, index: usize) -> Result<()> {
+        let url = format!("{}/readyz", self.replica_url(name, index));
+        let child = self
+            .services
+            .get_mut(name)
+            .and_then(|r| r.get_mut(index));
+        wait_http(name, &url, Instant::now() + Duration::from_secs(60), child).await
+    }
+
+    /// `kill -9` a replica: no drain, no final commit.
+    pub async fn kill_service(&mut self, name: &str, index: usize) {
+        if let Some(child) = self.services.get_mut(name).and_then(|r| r.get_mut(index)) {
+            child.kill().await;
+        }
+    }
+
+    /// SIGTERM a replica and wait for it to exit (SIGKILL after `grace`).
+    pub async fn stop_service(&mut self, name: &str, index: usize) {
+        if let Some(child) = self.services.get_mut(name).and_then(|r| r.get_mut(index)) {
+            child.terminate(Duration::from_secs(10)).await;
+        }
+    }
+
+    /// Starts a stopped or killed replica again on the same port and data.
+    pub async fn restart_service(&mut self, name: &str, index: usize) -> Result<()> {
+        self.spawn_replica(name, index)?;
+        self.wait_service_ready(name, index).await
+    }
+
+    /// Stops services first (they drain into the broker), then the
+    /// registry, then the broker.
+    pub async fn shutdown(mut self) {
+        let services = std::mem::take(&mut self.services);
+        let stops = services
+            .into_values()
+            .flatten()
+            .map(|c| c.stop(Duration::from_secs(10)));
+        futures_join_all(stops).await;
+        self.stop_registry().await;
+        self.stop_broker().await;
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futs.collect();
+    for f in handles {
+        f.await;
+    }
+}
+
+/// Replica `i` of a service listens on the service's port + 100·i.
+pub fn replica_port(base: u16, index: usize) -> u16 {
+    base + (index as u16) * 100
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_owned())
+    }
+}
+
+async fn wait_tcp(
+    what: &str,
+    addr: SocketAddr,
+    deadline: Instant,
+    mut child: Option<&mut Child>,
+) -> Result<()> {
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if let Some(c) = child.as_deref_mut() {
+            if let Some(status) = c.exited() {
+                return Err(Error::Exited(what.to_owned(), format!("{status}; see its log")));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::NotReady(what.to_owned(), Duration::from_secs(30)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_http(
+    what: &str,
+    url: &str,
+    deadline: Instant,
+    mut child: Option<&mut Child>,
+) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| Error::Exited(what.to_owned(), e.to_string()))?;
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                info!(%what, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+                return Ok(());
+            }
+        }
+        if let Some(c) = child.as_deref_mut() {
+            if let Some(status) = c.exited() {
+                return Err(Error::Exited(what.to_owned(), format!("{status}; see its log")));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Error::NotReady(what.to_owned(), started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

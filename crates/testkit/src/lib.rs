@@ -1,0 +1,218 @@
+//! Test kit for choreo's end-to-end tests.
+//!
+//! Each test starts its own stack — the real tansu broker, `choreo-registry`
+//! and the service binaries as child processes — on free ports with a fresh
+//! data folder, and waits on observable state (topics, HTTP answers, files)
+//! with a deadline, never on a sleep. When a test panics, the tail of every
+//! process's log is printed so the failure explains itself.
+//!
+//! # Layout
+//!
+//! - [`TestStack`]: a stack for one test, cleaned up on drop.
+//! - [`topics`]: read and decode what is on a topic.
+//! - [`eventually`]: poll an async predicate until it holds or time runs out.
+
+pub mod topics;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use choreo_stack::{LogSink, Ports, Stack, StackConfig};
+
+/// Where cargo put the workspace's binaries: the test executable lives in
+/// `target/<profile>/deps/`, the binaries one folder up.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    if deps.ends_with("deps") {
+        deps.parent().expect("profile dir").to_owned()
+    } else {
+        deps.to_owned()
+    }
+}
+
+/// The repository root (for seed files and scripts).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// `scripts/kcat`, the kcat wrapper with a tansu-capable librdkafka.
+pub fn kcat() -> PathBuf {
+    repo_root().join("scripts/kcat")
+}
+
+#[derive(Debug, Default)]
+pub struct TestStackBuilder {
+    services: Vec<String>,
+    memory_broker: bool,
+    database_urls: BTreeMap<String, String>,
+    service_env: BTreeMap<String, Vec<(String, String)>>,
+    common_env: Vec<(String, String)>,
+}
+
+impl TestStackBuilder {
+    /// Start these services (default: none — broker and registry only).
+    pub fn services(mut self, names: &[&str]) -> Self {
+        self.services = names.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    pub fn all_services(self) -> Self {
+        self.services(&choreo_events::SERVICES)
+    }
+
+    /// Broker storage in memory (faster) instead of SQLite.
+    pub fn memory_broker(mut self, yes: bool) -> Self {
+        self.memory_broker = yes;
+        self
+    }
+
+    pub fn database_url(mut self, service: &str, url: impl Into<String>) -> Self {
+        self.database_urls.insert(service.to_owned(), url.into());
+        self
+    }
+
+    pub fn env(mut self, service: &str, key: &str, value: impl Into<String>) -> Self {
+        self.service_env
+            .entry(service.to_owned())
+            .or_default()
+            .push((key.to_owned(), value.into()));
+        self
+    }
+
+    pub fn common_env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.common_env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<TestStack> {
+        choreo_telemetry::init_logging("warn", false);
+        let dir = tempfile::Builder::new().prefix("choreo-e2e-").tempdir()?;
+        let config = StackConfig {
+            data_dir: dir.path().to_owned(),
+            bin_dir: bin_dir(),
+            tansu_bin: choreo_stack::config::default_tansu_bin(),
+            memory_broker: self.memory_broker,
+            ports: Ports::free()?,
+            services: self.services,
+            database_urls: self.database_urls,
+            service_env: self.service_env,
+            common_env: self.common_env,
+            log: LogSink::Files,
+        };
+        let logs = dir.path().join("logs");
+        match Stack::start(config).await {
+            Ok(stack) => Ok(TestStack {
+                stack: Some(stack),
+                dir,
+            }),
+            Err(e) => {
+                print_log_tails(&logs);
+                Err(e).context("starting the test stack")
+            }
+        }
+    }
+}
+
+/// A stack for one test. Dropped → every child is killed and the data
+/// folder removed; during a panic the logs are printed first.
+#[derive(Debug)]
+pub struct TestStack {
+    stack: Option<Stack>,
+    dir: tempfile::TempDir,
+}
+
+impl TestStack {
+    pub fn builder() -> TestStackBuilder {
+        TestStackBuilder::default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn print_logs(&self) {
+        print_log_tails(&self.dir.path().join("logs"));
+    }
+
+    /// Graceful stop of everything.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stack.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+impl Deref for TestStack {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        self.stack.as_ref().expect("stack")
+    }
+}
+
+impl DerefMut for TestStack {
+    fn deref_mut(&mut self) -> &mut Stack {
+        self.stack.as_mut().expect("stack")
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+            if std::env::var_os("CHOREO_KEEP_DATA").is_some() {
+                let kept = self.dir.path().to_owned();
+                eprintln!("keeping {}", kept.display());
+                std::mem::forget(tempfile::tempdir().map(|d| std::mem::replace(&mut self.dir, d)));
+            }
+        }
+    }
+}
+
+fn print_log_tails(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        eprintln!("===== {} (last {} lines) =====", path.display(), tail.len());
+        for l in tail {
+            eprintln!("{l}");
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with
+/// `what` in the message.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            return Err(match last_err {
+                Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
+                None => anyhow::anyhow!("timed out after {timeout:?} waiting for {what}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,1 @@
+//! choreo-courier service.
