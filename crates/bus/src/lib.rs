@@ -30,6 +30,7 @@ pub mod config;
 pub mod consumer;
 pub mod emitter;
 pub mod error;
+pub mod host;
 pub mod relay;
 pub mod trace;
 
@@ -38,6 +39,7 @@ pub use config::KafkaSettings;
 pub use consumer::{Consumer, ConsumerSpec, Handler, Incoming, Readiness};
 pub use emitter::Emitter;
 pub use error::{Error, HandlerError, Result};
+pub use host::{CommonSettings, Host};
 pub use relay::Relay;
 
 /// Header names this runtime writes. Dead-letter headers follow the

@@ -3,7 +3,9 @@
 //! The bus decodes by schema full name into this type; services then match
 //! on the topic enum they subscribe to.
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as AvroValue;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use serde_json::Value as JsonValue;
 
@@ -108,6 +110,33 @@ impl AnyEvent {
         SchemaEntry::by_event_type(event_type)
             .or_else(|| SchemaEntry::by_full_name(event_type))
             .ok_or_else(|| Error::UnknownEventType(event_type.to_owned()))?
-            .from_json(json)
+            .read_json(json)
+    }
+
+    /// The event as a raw Avro datum (no container, no Confluent framing)
+    /// written with [`AnyEvent::schema`].
+    pub fn to_avro_datum(&self) -> Result<Vec<u8>> {
+        let value = self.to_avro_value()?;
+        GenericDatumWriter::builder(self.schema())
+            .build()
+            .and_then(|writer| writer.write_value_to_vec(value))
+            .map_err(|source| Error::avro(self.full_name(), source))
+    }
+
+    /// Reads a raw Avro datum written with `writer_schema` (e.g. fetched
+    /// from the registry by id). The event type is the writer schema's full
+    /// name; see [`AnyEvent::from_avro_value`] for schema evolution.
+    pub fn from_avro_datum(writer_schema: &Schema, mut datum: &[u8]) -> Result<AnyEvent> {
+        let full_name = writer_schema
+            .name()
+            .map(|name| name.fullname(None))
+            .ok_or_else(|| Error::UnknownSchema(writer_schema.canonical_form()))?;
+        let entry = SchemaEntry::by_full_name(&full_name)
+            .ok_or_else(|| Error::UnknownSchema(full_name.clone()))?;
+        let value = GenericDatumReader::builder(writer_schema)
+            .build()
+            .and_then(|reader| reader.read_value(&mut datum))
+            .map_err(|source| Error::avro(entry.full_name, source))?;
+        entry.decode(value)
     }
 }

@@ -78,7 +78,7 @@ impl SchemaEntry {
     }
 
     /// See [`AnyEvent::from_json`].
-    pub(crate) fn from_json(&self, json: JsonValue) -> Result<AnyEvent> {
+    pub(crate) fn read_json(&self, json: JsonValue) -> Result<AnyEvent> {
         (self.from_json)(json)
     }
 }

@@ -101,12 +101,18 @@ mod tests {
         assert!(uuid::Uuid::parse_str(&first.event_id).is_ok());
         assert_eq!(first.causation_id, None);
         let age = Utc::now().timestamp_millis() - first.occurred_at;
-        assert!((0..60_000).contains(&age), "occurred_at is not now: {age} ms");
+        assert!(
+            (0..60_000).contains(&age),
+            "occurred_at is not now: {age} ms"
+        );
 
         let second = EventMetadata::caused_by(&first, "inventory");
         assert_ne!(second.event_id, first.event_id);
         assert_eq!(second.order_id, "order-1");
-        assert_eq!(second.causation_id.as_deref(), Some(first.event_id.as_str()));
+        assert_eq!(
+            second.causation_id.as_deref(),
+            Some(first.event_id.as_str())
+        );
         assert_eq!(second.producer, "inventory");
         assert!(second.occurred_at_utc().is_some());
     }

@@ -2,7 +2,7 @@
 //! `.avsc` file, its topic and its place in [`AnyEvent`].
 //!
 //! The trait is static (associated consts, `Self`-returning functions) so
-//! typed code gets its schema without a lookup; [`ErasedEvent`] is the
+//! typed code gets its schema without a lookup; `ErasedEvent` is the
 //! object-safe twin that lets the topic enums and [`AnyEvent`] dispatch
 //! without a 16-arm `match` per method.
 
@@ -84,8 +84,8 @@ pub trait Event: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 's
             }
             (false, Some(JsonValue::String(order_id))) => {
                 let metadata = EventMetadata::new(order_id, HAND_WRITTEN_PRODUCER, None);
-                let metadata = serde_json::to_value(metadata)
-                    .map_err(|e| Error::invalid_json(what, e))?;
+                let metadata =
+                    serde_json::to_value(metadata).map_err(|e| Error::invalid_json(what, e))?;
                 fields.insert("metadata".to_owned(), metadata);
             }
             (false, Some(other)) => {
@@ -236,6 +236,10 @@ macro_rules! topic_events {
 
         $(#[$enum_meta])*
         #[derive(Debug, Clone, PartialEq)]
+        #[allow(
+            clippy::large_enum_variant,
+            reason = "an event is moved a few times per message; plain variants keep matching simple"
+        )]
         pub enum $enum {
             $(
                 #[doc = concat!("[`", stringify!($ty), "`]")]

@@ -215,17 +215,27 @@ mod tests {
         };
         assert_eq!(cmd.metadata.order_id, "o-1");
         assert_eq!(cmd.reason.as_deref(), Some("changed my mind"));
-        assert_eq!(cmd.metadata.event_id, derived_id("event", "order-requests/1/7"));
+        assert_eq!(
+            cmd.metadata.event_id,
+            derived_id("event", "order-requests/1/7")
+        );
 
-        let bare = OrderRequest::from_json_bytes(br#"{"type":"CancelOrder","order_id":"o-1"}"#, "f")
-            .unwrap();
-        assert!(matches!(bare, OrderRequest::CancelOrder(CancelOrder { reason: None, .. })));
+        let bare =
+            OrderRequest::from_json_bytes(br#"{"type":"CancelOrder","order_id":"o-1"}"#, "f")
+                .unwrap();
+        assert!(matches!(
+            bare,
+            OrderRequest::CancelOrder(CancelOrder { reason: None, .. })
+        ));
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
         let missing_type = error(r#"{"order_id":"o-1"}"#);
-        assert!(missing_type.contains("missing field `type`"), "{missing_type}");
+        assert!(
+            missing_type.contains("missing field `type`"),
+            "{missing_type}"
+        );
 
         let unknown = error(r#"{"type":"RefundOrder","order_id":"o-1"}"#);
         assert!(unknown.contains("unknown type `RefundOrder`"), "{unknown}");
@@ -236,14 +246,20 @@ mod tests {
         assert!(not_json.to_string().starts_with("not JSON"));
 
         let not_object = error(r#"["PlaceOrder"]"#);
-        assert!(not_object.contains("expected a JSON object"), "{not_object}");
+        assert!(
+            not_object.contains("expected a JSON object"),
+            "{not_object}"
+        );
 
         let no_order = error(r#"{"type":"CancelOrder"}"#);
         assert!(no_order.contains("CancelOrder"), "{no_order}");
         assert!(no_order.contains("missing field `order_id`"), "{no_order}");
 
         let no_email = error(&PLACE.replace("\"customer_email\": \"ada@example.com\",", ""));
-        assert!(no_email.contains("missing field `customer_email`"), "{no_email}");
+        assert!(
+            no_email.contains("missing field `customer_email`"),
+            "{no_email}"
+        );
 
         let typo = error(&PLACE.replace("\"request_id\"", "\"requestid\""));
         assert!(typo.contains("unknown field `requestid`"), "{typo}");

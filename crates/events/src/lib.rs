@@ -22,7 +22,7 @@
 //!   and its topic enum ([`OrdersEvent`], …, [`OrderRequest`]).
 //! - [`any`]: [`AnyEvent`], any event of any topic; decode by full name,
 //!   encode, JSON.
-//! - [`catalogue`]: [`catalogue()`] of every [`SchemaEntry`].
+//! - [`mod@catalogue`]: [`catalogue()`] of every [`SchemaEntry`].
 //! - [`ingress`]: plain-JSON commands on `order-requests`
 //!   ([`OrderRequest::from_json_bytes`]).
 //! - [`reasons`]: reason codes and notification [`templates`].
@@ -49,9 +49,7 @@ pub use crate::common::{Address, EventMetadata, OrderLine};
 pub use crate::error::{Error, Result};
 pub use crate::event::{Event, HAND_WRITTEN_PRODUCER};
 pub use crate::ingress::INGRESS_PRODUCER;
-pub use crate::inventory::{
-    InventoryEvent, StockReleased, StockReservationFailed, StockReserved,
-};
+pub use crate::inventory::{InventoryEvent, StockReleased, StockReservationFailed, StockReserved};
 pub use crate::notifications::{CustomerNotified, NotificationsEvent};
 pub use crate::orders::{OrderCancelled, OrderConfirmed, OrderPlaced, OrdersEvent};
 pub use crate::payments::{PaymentCompleted, PaymentFailed, PaymentRefunded, PaymentsEvent};

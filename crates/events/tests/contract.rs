@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as AvroValue;
-use apache_avro::{from_avro_datum, to_avro_datum, AvroSchema, Schema};
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::{AvroSchema, Schema};
 use choreo_events::*;
 use serde_json::{json, Value as JsonValue};
 
@@ -60,25 +62,46 @@ fn check<T: Event + AvroSchema + PartialEq>(sample: T) -> &'static str {
         without_docs(serde_json::to_value(parsed).unwrap()),
         "{name}: Rust type and .avsc differ in logical types or defaults"
     );
-    assert_eq!(parsed.name().map(|n| n.fullname(None)).as_deref(), Some(name));
+    assert_eq!(
+        parsed.name().map(|n| n.fullname(None)).as_deref(),
+        Some(name)
+    );
     assert_eq!(T::subject(), format!("{}-{name}", T::TOPIC.name()));
 
     // Avro binary round trip through the generic path the bus uses.
     let any = sample.clone().into_any();
     let value = any.to_avro_value().unwrap();
-    let bytes = to_avro_datum(parsed, value).unwrap();
-    let decoded = from_avro_datum(parsed, &mut bytes.as_slice(), None).unwrap();
+    let bytes = encode(parsed, value);
+    let decoded = GenericDatumReader::builder(parsed)
+        .build()
+        .unwrap()
+        .read_value(&mut bytes.as_slice())
+        .unwrap();
     let back = AnyEvent::from_avro_value(name, decoded).unwrap();
     assert_eq!(back, any, "{name}: Avro round trip changed the event");
+    // The same through the crate's datum helpers.
+    assert_eq!(any.to_avro_datum().unwrap(), bytes);
+    assert_eq!(AnyEvent::from_avro_datum(parsed, &bytes).unwrap(), any);
     assert_eq!(back.event_type(), T::EVENT_TYPE);
     assert_eq!(back.topic(), T::TOPIC);
     assert_eq!(back.metadata(), sample.metadata());
 
     // JSON round trip, as the CLI prints and re-encodes events.
     let json = any.to_json();
-    assert_eq!(AnyEvent::from_json(T::EVENT_TYPE, json.clone()).unwrap(), any);
+    assert_eq!(
+        AnyEvent::from_json(T::EVENT_TYPE, json.clone()).unwrap(),
+        any
+    );
     assert_eq!(AnyEvent::from_json(name, json).unwrap(), any);
     name
+}
+
+fn encode(schema: &Schema, value: AvroValue) -> Vec<u8> {
+    GenericDatumWriter::builder(schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap()
 }
 
 fn without_docs(mut json: JsonValue) -> JsonValue {
@@ -199,7 +222,10 @@ fn every_schema_matches_its_rust_type_and_round_trips() {
     .collect();
 
     let catalogued: BTreeSet<&str> = catalogue().iter().map(|e| e.full_name).collect();
-    assert_eq!(covered, catalogued, "every catalogue entry needs a sample here");
+    assert_eq!(
+        covered, catalogued,
+        "every catalogue entry needs a sample here"
+    );
 }
 
 #[test]
@@ -218,7 +244,11 @@ fn catalogue_has_exactly_one_entry_per_schema_file() {
             }
         }
     }
-    assert!(!files.is_empty(), "no .avsc under {}", schemas_dir().display());
+    assert!(
+        !files.is_empty(),
+        "no .avsc under {}",
+        schemas_dir().display()
+    );
 
     let mut seen_types = BTreeSet::new();
     let mut seen_subjects = BTreeSet::new();
@@ -227,11 +257,22 @@ fn catalogue_has_exactly_one_entry_per_schema_file() {
         let on_disk = files
             .remove(&path)
             .unwrap_or_else(|| panic!("{}: no file schemas/{}", entry.full_name, path.display()));
-        assert_eq!(entry.avsc, on_disk, "{}: compiled-in schema is stale", entry.full_name);
-        assert!(seen_types.insert(entry.event_type), "duplicate {}", entry.event_type);
+        assert_eq!(
+            entry.avsc, on_disk,
+            "{}: compiled-in schema is stale",
+            entry.full_name
+        );
+        assert!(
+            seen_types.insert(entry.event_type),
+            "duplicate {}",
+            entry.event_type
+        );
 
         let subject = entry.subject();
-        assert_eq!(subject, format!("{}-{}", entry.topic.name(), entry.full_name));
+        assert_eq!(
+            subject,
+            format!("{}-{}", entry.topic.name(), entry.full_name)
+        );
         assert!(entry.full_name.starts_with("io.choreo."));
         assert!(entry.full_name.ends_with(&format!(".{}", entry.event_type)));
         assert!(seen_subjects.insert(subject));
@@ -240,9 +281,16 @@ fn catalogue_has_exactly_one_entry_per_schema_file() {
             Some(entry.event_type)
         );
     }
-    assert!(files.is_empty(), "schema files missing from the catalogue: {:?}", files.keys());
+    assert!(
+        files.is_empty(),
+        "schema files missing from the catalogue: {:?}",
+        files.keys()
+    );
     for topic in Topic::ALL {
-        assert!(SchemaEntry::of_topic(topic).next().is_some(), "{topic} has no schema");
+        assert!(
+            SchemaEntry::of_topic(topic).next().is_some(),
+            "{topic} has no schema"
+        );
     }
 }
 
@@ -274,14 +322,24 @@ fn schema_files_are_documented_and_share_identical_common_types() {
     for entry in catalogue() {
         let json: JsonValue = serde_json::from_str(entry.avsc).unwrap();
         let first = &json["fields"][0];
-        assert_eq!(first["name"], "metadata", "{}: first field", entry.full_name);
-        assert_eq!(full_name_of(&first["type"]), "io.choreo.common.EventMetadata");
+        assert_eq!(
+            first["name"], "metadata",
+            "{}: first field",
+            entry.full_name
+        );
+        assert_eq!(
+            full_name_of(&first["type"]),
+            "io.choreo.common.EventMetadata"
+        );
 
         let mut found = Vec::new();
         records(&json, &mut found);
         for record in found {
             let name = full_name_of(&record);
-            assert!(record["doc"].as_str().is_some_and(|d| !d.is_empty()), "{name} has no doc");
+            assert!(
+                record["doc"].as_str().is_some_and(|d| !d.is_empty()),
+                "{name} has no doc"
+            );
             for field in record["fields"].as_array().unwrap() {
                 assert!(
                     field["doc"].as_str().is_some_and(|d| !d.is_empty()),
@@ -307,7 +365,11 @@ fn schema_files_are_documented_and_share_identical_common_types() {
     let names: Vec<&str> = common.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["io.choreo.common.Address", "io.choreo.common.EventMetadata", "io.choreo.common.OrderLine"]
+        [
+            "io.choreo.common.Address",
+            "io.choreo.common.EventMetadata",
+            "io.choreo.common.OrderLine"
+        ]
     );
 }
 
@@ -323,10 +385,17 @@ fn order_placed() -> OrderPlaced {
     }
 }
 
-/// Decodes `bytes` written with `writer` and reads the result as our type.
+/// Decodes `bytes` written with `writer` and reads the result as our type,
+/// both through the value API and the datum helper.
 fn decode_with(writer: &Schema, bytes: &[u8], full_name: &str) -> Result<AnyEvent> {
-    let value = from_avro_datum(writer, &mut &bytes[..], None).unwrap();
-    AnyEvent::from_avro_value(full_name, value)
+    let value = GenericDatumReader::builder(writer)
+        .build()
+        .unwrap()
+        .read_value(&mut &bytes[..])
+        .unwrap();
+    let from_value = AnyEvent::from_avro_value(full_name, value)?;
+    assert_eq!(AnyEvent::from_avro_datum(writer, bytes)?, from_value);
+    Ok(from_value)
 }
 
 #[test]
@@ -343,9 +412,12 @@ fn fields_added_by_a_newer_writer_are_ignored() {
         .iter_mut()
         .find(|f| f["name"] == "items")
         .unwrap();
-    items["type"]["items"]["fields"].as_array_mut().unwrap().push(json!({
-        "name": "discount_minor", "type": "long", "default": 0, "doc": "added later"
-    }));
+    items["type"]["items"]["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+            "name": "discount_minor", "type": "long", "default": 0, "doc": "added later"
+        }));
     let newer = Schema::parse(&newer).unwrap();
 
     let sample = order_placed();
@@ -354,9 +426,13 @@ fn fields_added_by_a_newer_writer_are_ignored() {
     };
     for (name, value) in &mut fields {
         if name == "items" {
-            let AvroValue::Array(lines) = value else { panic!("items is an array") };
+            let AvroValue::Array(lines) = value else {
+                panic!("items is an array")
+            };
             for line in lines {
-                let AvroValue::Record(line) = line else { panic!("a line is a record") };
+                let AvroValue::Record(line) = line else {
+                    panic!("a line is a record")
+                };
                 line.push(("discount_minor".into(), AvroValue::Long(100)));
             }
         }
@@ -365,7 +441,7 @@ fn fields_added_by_a_newer_writer_are_ignored() {
         "gift_note".into(),
         AvroValue::Union(1, Box::new(AvroValue::String("happy birthday".into()))),
     ));
-    let bytes = to_avro_datum(&newer, AvroValue::Record(fields)).unwrap();
+    let bytes = encode(&newer, AvroValue::Record(fields));
 
     let got = decode_with(&newer, &bytes, OrderPlaced::full_name()).unwrap();
     assert_eq!(got, sample.into_any());
@@ -375,7 +451,10 @@ fn fields_added_by_a_newer_writer_are_ignored() {
 fn fields_an_older_writer_lacked_take_their_defaults() {
     // OrderCancelled before `detail` was added.
     let mut older: JsonValue = serde_json::from_str(OrderCancelled::avsc()).unwrap();
-    older["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "detail");
+    older["fields"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["name"] != "detail");
     let older = Schema::parse(&older).unwrap();
 
     let metadata = meta("order-1", "order");
@@ -389,7 +468,7 @@ fn fields_an_older_writer_lacked_take_their_defaults() {
         panic!("a record encodes as a record");
     };
     fields.retain(|(name, _)| name != "detail");
-    let bytes = to_avro_datum(&older, AvroValue::Record(fields)).unwrap();
+    let bytes = encode(&older, AvroValue::Record(fields));
 
     let got = decode_with(&older, &bytes, OrderCancelled::full_name()).unwrap();
     let AnyEvent::Orders(OrdersEvent::OrderCancelled(cancelled)) = got else {
@@ -403,12 +482,29 @@ fn fields_an_older_writer_lacked_take_their_defaults() {
 #[test]
 fn unknown_or_mismatched_schemas_are_errors() {
     let value = order_placed().to_avro_value().unwrap();
-    let err = AnyEvent::from_avro_value("io.choreo.orders.OrderShipped", value.clone()).unwrap_err();
+    let err =
+        AnyEvent::from_avro_value("io.choreo.orders.OrderShipped", value.clone()).unwrap_err();
     assert!(matches!(err, Error::UnknownSchema(ref n) if n == "io.choreo.orders.OrderShipped"));
 
     // An OrderPlaced value read as PaymentCompleted lacks required fields.
     let err = AnyEvent::from_avro_value(PaymentCompleted::full_name(), value).unwrap_err();
-    assert!(matches!(err, Error::Avro { full_name, .. } if full_name == PaymentCompleted::full_name()));
+    assert!(
+        matches!(err, Error::Avro { full_name, .. } if full_name == PaymentCompleted::full_name())
+    );
+
+    // A datum whose writer schema is not ours.
+    let foreign = Schema::parse_str(
+        r#"{"type":"record","name":"Foo","namespace":"com.example","fields":[]}"#,
+    )
+    .unwrap();
+    let err = AnyEvent::from_avro_datum(&foreign, &[]).unwrap_err();
+    assert!(err.to_string().contains("com.example.Foo"), "{err}");
+
+    // Truncated bytes.
+    let bytes = order_placed().into_any().to_avro_datum().unwrap();
+    let err =
+        AnyEvent::from_avro_datum(OrderPlaced::schema(), &bytes[..bytes.len() / 2]).unwrap_err();
+    assert!(matches!(err, Error::Avro { .. }), "{err}");
 }
 
 #[test]
@@ -416,7 +512,10 @@ fn encoding_enforces_the_uuid_logical_type() {
     let mut event = order_placed();
     event.metadata.event_id = "not-a-uuid".into();
     let err = event.into_any().to_avro_value().unwrap_err();
-    assert!(err.to_string().contains("io.choreo.orders.OrderPlaced"), "{err}");
+    assert!(
+        err.to_string().contains("io.choreo.orders.OrderPlaced"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -433,11 +532,14 @@ fn hand_written_json_gets_metadata_from_order_id() {
     got.to_avro_value().unwrap();
 
     let err = AnyEvent::from_json("PaymentFailed", json!({"reason": "X"})).unwrap_err();
-    assert!(err.to_string().contains("missing field `metadata`"), "{err}");
+    assert!(
+        err.to_string().contains("missing field `metadata`"),
+        "{err}"
+    );
     assert!(err.to_string().contains("order_id"), "{err}");
 
-    let err = AnyEvent::from_json("PaymentFailed", json!({"order_id": "o", "reson": "X"}))
-        .unwrap_err();
+    let err =
+        AnyEvent::from_json("PaymentFailed", json!({"order_id": "o", "reson": "X"})).unwrap_err();
     assert!(err.to_string().contains("unknown field `reson`"), "{err}");
 
     let err = AnyEvent::from_json("PaymentFailed", json!({"order_id": "o"})).unwrap_err();

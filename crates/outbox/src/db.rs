@@ -243,14 +243,13 @@ impl Db {
         inbox_older_than: Duration,
     ) -> Result<(u64, u64)> {
         let now = now_ms();
-        let outbox = sqlx::query(
-            "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
-        )
-        .bind(now.saturating_sub(millis(published_older_than)))
-        .execute(&self.pool)
-        .await
-        .map_err(Error::sql("purging published outbox rows"))?
-        .rows_affected();
+        let outbox =
+            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+                .bind(now.saturating_sub(millis(published_older_than)))
+                .execute(&self.pool)
+                .await
+                .map_err(Error::sql("purging published outbox rows"))?
+                .rows_affected();
         let inbox = sqlx::query("DELETE FROM inbox WHERE seen_at < $1")
             .bind(now.saturating_sub(millis(inbox_older_than)))
             .execute(&self.pool)
@@ -284,21 +283,19 @@ where
 }
 
 fn decode_row(row: &AnyRow) -> Result<OutboxRow> {
-    let seq: i64 = row
-        .try_get("seq")
-        .map_err(Error::sql("decoding outbox row"))?;
-    let get = |e| Error::Sql {
+    let decode = |source| Error::Sql {
         context: "decoding outbox row",
-        source: e,
+        source,
     };
-    let headers: String = row.try_get("headers").map_err(get)?;
+    let seq: i64 = row.try_get("seq").map_err(decode)?;
+    let headers: String = row.try_get("headers").map_err(decode)?;
     Ok(OutboxRow {
         seq,
-        topic: row.try_get("topic").map_err(get)?,
-        key: row.try_get("key").map_err(get)?,
-        payload: row.try_get("payload").map_err(get)?,
+        topic: row.try_get("topic").map_err(decode)?,
+        key: row.try_get("key").map_err(decode)?,
+        payload: row.try_get("payload").map_err(decode)?,
         headers: serde_json::from_str(&headers).map_err(|source| Error::Headers { seq, source })?,
-        created_at_ms: row.try_get("created_at").map_err(get)?,
+        created_at_ms: row.try_get("created_at").map_err(decode)?,
     })
 }
 
@@ -403,12 +400,17 @@ mod tests {
     fn sqlite_urls_get_create_mode_and_folders() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a/b c/x.db");
-        let url = format!("sqlite://{}", file.display().to_string().replace(' ', "%20"));
+        let url = format!(
+            "sqlite://{}",
+            file.display().to_string().replace(' ', "%20")
+        );
         assert_eq!(prepare_sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
         assert!(dir.path().join("a/b c").is_dir());
 
         let url = format!("sqlite://{}?cache=private", file.display());
-        assert!(prepare_sqlite_url(&url).unwrap().ends_with("?cache=private&mode=rwc"));
+        assert!(prepare_sqlite_url(&url)
+            .unwrap()
+            .ends_with("?cache=private&mode=rwc"));
         let url = format!("sqlite://{}?mode=ro", file.display());
         assert_eq!(prepare_sqlite_url(&url).unwrap(), url);
 

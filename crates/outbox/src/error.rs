@@ -195,7 +195,10 @@ mod tests {
             "XX000", // internal_error
             "40002", // integrity_constraint_violation (transaction rollback class)
         ] {
-            assert!(!pg_sqlstate_is_retryable(code), "{code} should be permanent");
+            assert!(
+                !pg_sqlstate_is_retryable(code),
+                "{code} should be permanent"
+            );
         }
     }
 
@@ -223,7 +226,10 @@ mod tests {
             11,            // CORRUPT
             8,             // READONLY
         ] {
-            assert!(!sqlite_code_is_retryable(code), "{code} should be permanent");
+            assert!(
+                !sqlite_code_is_retryable(code),
+                "{code} should be permanent"
+            );
         }
     }
 
@@ -246,10 +252,7 @@ mod tests {
         let migrate = Error::Migrate(MigrateError::Execute(sqlx::Error::PoolTimedOut));
         assert!(migrate.is_retryable());
         assert!(!Error::Migrate(MigrateError::VersionMissing(3)).is_retryable());
-        assert!(!Error::InvalidUrl {
-            reason: "x".into()
-        }
-        .is_retryable());
+        assert!(!Error::InvalidUrl { reason: "x".into() }.is_retryable());
         assert!(Error::from(sqlx::Error::PoolTimedOut).is_retryable());
     }
 }

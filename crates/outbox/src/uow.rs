@@ -107,8 +107,8 @@ impl<'c> UnitOfWork<'c> {
                 .map_err(Error::sql("locking outbox key"))?;
             self.locked_keys.insert(msg.key.clone());
         }
-        let headers = serde_json::to_string(&msg.headers)
-            .expect("a list of string pairs always serializes");
+        let headers =
+            serde_json::to_string(&msg.headers).expect("a list of string pairs always serializes");
         sqlx::query(
             "INSERT INTO outbox (topic, key, payload, headers, created_at) \
              VALUES ($1, $2, $3, $4, $5)",

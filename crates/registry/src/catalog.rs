@@ -15,13 +15,31 @@ use crate::schema::{AvroSchema, CompatibilityLevel, SchemaId, VersionSpec};
 /// One fact to persist and then apply.
 #[derive(Debug, Clone)]
 pub enum Change {
-    InsertSchema { id: SchemaId, schema: AvroSchema },
-    InsertVersion { subject: String, version: u32, id: SchemaId },
-    SoftDeleteVersions { subject: String, versions: Vec<u32> },
-    HardDeleteVersions { subject: String, versions: Vec<u32> },
+    InsertSchema {
+        id: SchemaId,
+        schema: AvroSchema,
+    },
+    InsertVersion {
+        subject: String,
+        version: u32,
+        id: SchemaId,
+    },
+    SoftDeleteVersions {
+        subject: String,
+        versions: Vec<u32>,
+    },
+    HardDeleteVersions {
+        subject: String,
+        versions: Vec<u32>,
+    },
     SetGlobalLevel(CompatibilityLevel),
-    SetSubjectLevel { subject: String, level: CompatibilityLevel },
-    DeleteSubjectLevel { subject: String },
+    SetSubjectLevel {
+        subject: String,
+        level: CompatibilityLevel,
+    },
+    DeleteSubjectLevel {
+        subject: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +80,8 @@ impl Catalog {
     pub fn apply(&mut self, change: Change) {
         match change {
             Change::InsertSchema { id, schema } => {
-                self.ids_by_identity.insert(schema.identity().to_owned(), id);
+                self.ids_by_identity
+                    .insert(schema.identity().to_owned(), id);
                 self.schemas.insert(id, schema);
             }
             Change::InsertVersion {
@@ -70,10 +89,10 @@ impl Catalog {
                 version,
                 id,
             } => {
-                self.subjects.entry(subject).or_default().insert(
-                    version,
-                    VersionEntry { id, deleted: false },
-                );
+                self.subjects
+                    .entry(subject)
+                    .or_default()
+                    .insert(version, VersionEntry { id, deleted: false });
             }
             Change::SoftDeleteVersions { subject, versions } => {
                 if let Some(entries) = self.subjects.get_mut(&subject) {
@@ -136,7 +155,10 @@ impl Catalog {
     }
 
     pub fn versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<u32>> {
-        Ok(self.entries(subject, include_deleted)?.map(|(v, _)| v).collect())
+        Ok(self
+            .entries(subject, include_deleted)?
+            .map(|(v, _)| v)
+            .collect())
     }
 
     pub fn version(
@@ -289,9 +311,17 @@ impl Catalog {
     }
 
     /// Decides `DELETE /subjects/{s}`; returns the versions removed.
-    pub fn delete_subject(&self, subject: &str, permanent: bool) -> Result<(Vec<u32>, Vec<Change>)> {
+    pub fn delete_subject(
+        &self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<(Vec<u32>, Vec<Change>)> {
         let all: Vec<(u32, VersionEntry)> = self.entries(subject, true)?.collect();
-        let live: Vec<u32> = all.iter().filter(|(_, e)| !e.deleted).map(|(v, _)| *v).collect();
+        let live: Vec<u32> = all
+            .iter()
+            .filter(|(_, e)| !e.deleted)
+            .map(|(v, _)| *v)
+            .collect();
         let subject = subject.to_owned();
         if permanent {
             if !live.is_empty() {
@@ -326,10 +356,10 @@ impl Catalog {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<(u32, Vec<Change>)> {
-        // A permanent delete addresses a version that is already soft
-        // deleted, so it has to see deleted versions; `latest` still means
-        // the newest live one, as in Confluent.
-        let found = self.version(subject, spec, permanent && spec != VersionSpec::Latest)?;
+        // A numbered version is found even when soft deleted, so a repeated
+        // soft delete says so (40406) and a permanent one can proceed;
+        // `latest` always means the newest live version, as in Confluent.
+        let found = self.version(subject, spec, spec != VersionSpec::Latest)?;
         let version = found.version;
         let deleted = self.subjects[subject][&version].deleted;
         let subject = subject.to_owned();
@@ -410,7 +440,10 @@ mod tests {
         let (versions, changes) = c.delete_subject("x", false).unwrap();
         assert_eq!(versions, vec![1]);
         changes.into_iter().for_each(|ch| c.apply(ch));
-        assert!(matches!(c.delete_subject("x", false), Err(Error::SubjectSoftDeleted(_))));
+        assert!(matches!(
+            c.delete_subject("x", false),
+            Err(Error::SubjectSoftDeleted(_))
+        ));
         assert!(c.subjects(false).is_empty());
         assert_eq!(c.subjects(true), vec!["x".to_owned()]);
 

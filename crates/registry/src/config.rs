@@ -7,13 +7,20 @@ use std::path::PathBuf;
 /// local `make run`, and every default can be overridden by a flag or an
 /// environment variable.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "choreo-registry", about = "Confluent-compatible Avro schema registry")]
+#[command(
+    name = "choreo-registry",
+    about = "Confluent-compatible Avro schema registry"
+)]
 pub struct Settings {
     /// Address the HTTP API listens on.
     #[arg(long, env = "CHOREO_REGISTRY_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
     /// Directory holding `registry.db`; created if missing.
-    #[arg(long, env = "CHOREO_REGISTRY_DATA_DIR", default_value = "./data/registry")]
+    #[arg(
+        long,
+        env = "CHOREO_REGISTRY_DATA_DIR",
+        default_value = "./data/registry"
+    )]
     pub data_dir: PathBuf,
 }

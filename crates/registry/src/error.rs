@@ -118,7 +118,14 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        (status, axum::Json(ErrorBody { error_code, message })).into_response()
+        (
+            status,
+            axum::Json(ErrorBody {
+                error_code,
+                message,
+            }),
+        )
+            .into_response()
     }
 }
 

@@ -172,7 +172,10 @@ fn raw_schema(schema: &AvroSchema) -> Response {
     schema.text().to_owned().into_response()
 }
 
-async fn list_subjects(State(registry): State<Registry>, Query(params): Params) -> Json<Vec<String>> {
+async fn list_subjects(
+    State(registry): State<Registry>,
+    Query(params): Params,
+) -> Json<Vec<String>> {
     Json(registry.subjects(flag(&params, "deleted")))
 }
 
@@ -307,11 +310,7 @@ struct ConfigRequest {
 impl ConfigRequest {
     fn parse(body: &[u8]) -> Result<CompatibilityLevel> {
         let request: ConfigRequest = parse_body(body)?;
-        request
-            .compatibility
-            .as_deref()
-            .unwrap_or("null")
-            .parse()
+        request.compatibility.as_deref().unwrap_or("null").parse()
     }
 }
 

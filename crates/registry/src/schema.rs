@@ -44,8 +44,7 @@ impl AvroSchema {
         if text.trim().is_empty() {
             return Err(Error::InvalidSchema("Empty schema".to_owned()));
         }
-        let parsed = Schema::parse_str(text)
-            .map_err(|e| Error::InvalidSchema(error_chain(&e)))?;
+        let parsed = Schema::parse_str(text).map_err(|e| Error::InvalidSchema(error_chain(&e)))?;
         let identity = identity(&parsed);
         Ok(Self {
             text: text.into(),
@@ -290,7 +289,10 @@ mod tests {
 
     #[test]
     fn version_spec_parsing() {
-        assert_eq!("latest".parse::<VersionSpec>().unwrap(), VersionSpec::Latest);
+        assert_eq!(
+            "latest".parse::<VersionSpec>().unwrap(),
+            VersionSpec::Latest
+        );
         assert_eq!("-1".parse::<VersionSpec>().unwrap(), VersionSpec::Latest);
         assert_eq!("3".parse::<VersionSpec>().unwrap(), VersionSpec::Number(3));
         for bad in ["0", "-2", "x", "2147483648", ""] {
@@ -314,7 +316,10 @@ mod tests {
         ] {
             assert_eq!(level.as_str().parse::<CompatibilityLevel>().unwrap(), level);
         }
-        assert_eq!("full".parse::<CompatibilityLevel>().unwrap(), CompatibilityLevel::Full);
+        assert_eq!(
+            "full".parse::<CompatibilityLevel>().unwrap(),
+            CompatibilityLevel::Full
+        );
         assert!("SIDEWAYS".parse::<CompatibilityLevel>().is_err());
     }
 
@@ -329,22 +334,27 @@ mod tests {
         let backward = CompatibilityLevel::Backward.check(&required, &prev);
         assert_eq!(backward.len(), 1, "{backward:?}");
         assert!(backward[0].contains("qty"), "{backward:?}");
-        assert!(CompatibilityLevel::Backward.check(&optional, &prev).is_empty());
+        assert!(CompatibilityLevel::Backward
+            .check(&optional, &prev)
+            .is_empty());
 
-        assert!(CompatibilityLevel::Forward.check(&required, &prev).is_empty());
+        assert!(CompatibilityLevel::Forward
+            .check(&required, &prev)
+            .is_empty());
         assert_eq!(CompatibilityLevel::Full.check(&required, &prev).len(), 1);
         assert!(CompatibilityLevel::Full.check(&optional, &prev).is_empty());
 
         let other_type = record(r#"{"name":"id","type":"int"}"#);
         assert_eq!(CompatibilityLevel::Full.check(&other_type, &prev).len(), 2);
-        assert!(CompatibilityLevel::None.check(&other_type, &prev).is_empty());
+        assert!(CompatibilityLevel::None
+            .check(&other_type, &prev)
+            .is_empty());
     }
 
     #[test]
     fn transitive_levels_look_past_the_latest_version() {
         let v1 = record(r#"{"name":"id","type":"string"}"#);
-        let v2 =
-            record(r#"{"name":"id","type":"string"},{"name":"qty","type":"int","default":0}"#);
+        let v2 = record(r#"{"name":"id","type":"string"},{"name":"qty","type":"int","default":0}"#);
         let v3 = record(r#"{"name":"id","type":"string"},{"name":"qty","type":"int"}"#);
         let prev = [(1, &v1), (2, &v2)];
         assert!(CompatibilityLevel::Backward.check(&v3, &prev).is_empty());
@@ -355,21 +365,32 @@ mod tests {
 
     #[test]
     fn partial_resolution_is_incompatible() {
-        let abc = AvroSchema::parse(r#"{"type":"enum","name":"S","symbols":["A","B","C"]}"#)
-            .unwrap();
+        let abc =
+            AvroSchema::parse(r#"{"type":"enum","name":"S","symbols":["A","B","C"]}"#).unwrap();
         let ab = AvroSchema::parse(r#"{"type":"enum","name":"S","symbols":["A","B"]}"#).unwrap();
         // Removing a symbol: the new reader cannot decode old "C" values.
-        assert_eq!(CompatibilityLevel::Backward.check(&ab, &[(1, &abc)]).len(), 1);
-        assert!(CompatibilityLevel::Backward.check(&abc, &[(1, &ab)]).is_empty());
+        assert_eq!(
+            CompatibilityLevel::Backward.check(&ab, &[(1, &abc)]).len(),
+            1
+        );
+        assert!(CompatibilityLevel::Backward
+            .check(&abc, &[(1, &ab)])
+            .is_empty());
     }
 
     #[test]
     fn rejects_garbage_and_empty() {
-        assert!(matches!(AvroSchema::parse(""), Err(Error::InvalidSchema(_))));
+        assert!(matches!(
+            AvroSchema::parse(""),
+            Err(Error::InvalidSchema(_))
+        ));
         assert!(matches!(
             AvroSchema::parse(r#"{"type":"record","name":"X"}"#),
             Err(Error::InvalidSchema(_))
         ));
-        assert!(matches!(AvroSchema::parse("{nope"), Err(Error::InvalidSchema(_))));
+        assert!(matches!(
+            AvroSchema::parse("{nope"),
+            Err(Error::InvalidSchema(_))
+        ));
     }
 }

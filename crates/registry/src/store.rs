@@ -232,11 +232,13 @@ async fn persist(pool: &SqlitePool, changes: &[Change]) -> Result<()> {
             }
             Change::SoftDeleteVersions { subject, versions } => {
                 for version in versions {
-                    sqlx::query("UPDATE versions SET deleted = 1 WHERE subject = ? AND version = ?")
-                        .bind(subject)
-                        .bind(version)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE versions SET deleted = 1 WHERE subject = ? AND version = ?",
+                    )
+                    .bind(subject)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
             Change::HardDeleteVersions { subject, versions } => {

@@ -9,9 +9,11 @@
 //! # Layout
 //!
 //! - [`TestStack`]: a stack for one test, cleaned up on drop.
+//! - [`api`]: typed calls to the services' HTTP APIs.
 //! - [`topics`]: read and decode what is on a topic.
 //! - [`eventually`]: poll an async predicate until it holds or time runs out.
 
+pub mod api;
 pub mod topics;
 
 use std::collections::BTreeMap;
@@ -107,6 +109,16 @@ impl TestStackBuilder {
             common_env: self.common_env,
             log: LogSink::Files,
         };
+        let seeds = repo_root().join("deploy/seed");
+        let mut config = config;
+        config.common_env.push((
+            "CHOREO_STOCK_SEED_FILE".into(),
+            seeds.join("stock.json").display().to_string(),
+        ));
+        config.common_env.push((
+            "CHOREO_ACCOUNTS_SEED_FILE".into(),
+            seeds.join("accounts.json").display().to_string(),
+        ));
         let logs = dir.path().join("logs");
         match Stack::start(config).await {
             Ok(stack) => Ok(TestStack {

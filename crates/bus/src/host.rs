@@ -1,0 +1,273 @@
+//! Hosting one service process: the plumbing every service shares, so a
+//! service's `startup` only names its topics, handler and routes.
+//!
+//! [`Host::run`] runs, under one shutdown token:
+//! - the consumer loop (inbox + handler + offsets + DLQ),
+//! - the outbox relay,
+//! - the HTTP server with the service's routes plus `GET /healthz`,
+//!   `GET /readyz` (200 once the group assigned partitions) and
+//!   `GET /metrics` (Prometheus text),
+//! - retention of old outbox and inbox rows.
+//!
+//! Shutdown order matters: HTTP and the consumer stop first (their last
+//! transactions may append outbox rows), then the relay drains the outbox
+//! into the broker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use choreo_outbox::Db;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{Codec, Consumer, ConsumerSpec, Emitter, Handler, KafkaSettings, Readiness, Relay};
+
+/// Settings every service has. Built by the service's config module from
+/// the environment it passes in.
+#[derive(Clone, Debug)]
+pub struct CommonSettings {
+    pub service: &'static str,
+    pub http_addr: SocketAddr,
+    pub kafka: KafkaSettings,
+    pub registry_url: String,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` (default, under `data_dir`) or `postgres://…`.
+    pub database_url: String,
+    /// Published outbox rows and inbox entries older than this are purged.
+    pub retention: Duration,
+    pub log_json: bool,
+}
+
+impl CommonSettings {
+    /// Reads `CHOREO_HTTP_ADDR`, `CHOREO_BROKERS`, `CHOREO_REGISTRY_URL`,
+    /// `CHOREO_DATA_DIR`, `DATABASE_URL`, `CHOREO_RETENTION_SECS`,
+    /// `CHOREO_LOG_JSON` and `CHOREO_KAFKA_*` from `vars`, with defaults
+    /// that work for `make run`.
+    pub fn from_vars(
+        service: &'static str,
+        default_port: u16,
+        vars: &[(String, String)],
+    ) -> Result<Self, String> {
+        let get = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let http_addr = get("CHOREO_HTTP_ADDR")
+            .unwrap_or_else(|| format!("127.0.0.1:{default_port}"))
+            .parse()
+            .map_err(|e| format!("CHOREO_HTTP_ADDR: {e}"))?;
+        let brokers = get("CHOREO_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into());
+        let data_dir = PathBuf::from(
+            get("CHOREO_DATA_DIR").unwrap_or_else(|| format!("./data/{service}")),
+        );
+        let database_url = get("DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}/{service}.db", data_dir.display()));
+        let retention = match get("CHOREO_RETENTION_SECS") {
+            Some(s) => Duration::from_secs(
+                s.parse()
+                    .map_err(|e| format!("CHOREO_RETENTION_SECS: {e}"))?,
+            ),
+            None => Duration::from_secs(7 * 24 * 3600),
+        };
+        Ok(Self {
+            service,
+            http_addr,
+            kafka: KafkaSettings::new(brokers).with_env_overrides(vars.iter().cloned()),
+            registry_url: get("CHOREO_REGISTRY_URL")
+                .unwrap_or_else(|| "http://127.0.0.1:8081".into()),
+            data_dir,
+            database_url,
+            retention,
+            log_json: matches!(get("CHOREO_LOG_JSON").as_deref(), Some("1" | "true")),
+        })
+    }
+
+    /// The environment variable names this module reads (for tools that
+    /// check deployment files against the code).
+    pub const ENV_VARS: [&'static str; 7] = [
+        "CHOREO_HTTP_ADDR",
+        "CHOREO_BROKERS",
+        "CHOREO_REGISTRY_URL",
+        "CHOREO_DATA_DIR",
+        "DATABASE_URL",
+        "CHOREO_RETENTION_SECS",
+        "CHOREO_LOG_JSON",
+    ];
+}
+
+/// A service's connections, ready to run.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub settings: CommonSettings,
+    pub db: Db,
+    pub emitter: Emitter,
+}
+
+impl Host {
+    /// Opens the database (outbox/inbox migrations included) and the
+    /// registry client. Creates `data_dir`.
+    pub async fn connect(settings: CommonSettings) -> crate::Result<Host> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            crate::Error::Config(format!("creating {}: {e}", settings.data_dir.display()))
+        })?;
+        let db = Db::connect(&settings.database_url).await?;
+        let codec = Arc::new(Codec::new(&settings.registry_url));
+        Ok(Host {
+            settings,
+            db,
+            emitter: Emitter::new(codec),
+        })
+    }
+
+    /// Binds the HTTP listener (port 0 picks a free one).
+    pub async fn bind(&self) -> crate::Result<TcpListener> {
+        TcpListener::bind(self.settings.http_addr).await.map_err(|e| {
+            crate::Error::Config(format!("binding {}: {e}", self.settings.http_addr))
+        })
+    }
+
+    /// Runs consumer, relay, HTTP and retention until `shutdown`, then
+    /// drains in order. Returns the first task error, if any.
+    pub async fn run<H: Handler>(
+        self,
+        listener: TcpListener,
+        topics: &[&str],
+        handler: Arc<H>,
+        routes: Router,
+        shutdown: CancellationToken,
+    ) -> crate::Result<()> {
+        let service = self.settings.service;
+        let consumer = Consumer::new(
+            ConsumerSpec::new(service, topics),
+            self.settings.kafka.clone(),
+            self.emitter.codec().clone(),
+            self.db.clone(),
+            handler,
+        )?;
+        let readiness = consumer.readiness();
+        let relay = Relay::new(self.db.clone(), &self.settings.kafka, service)?;
+
+        // Any task failing stops the whole process: a service that cannot
+        // consume must not pretend to be healthy.
+        let front = shutdown.child_token();
+        let relay_stop = CancellationToken::new();
+
+        let app = routes.merge(probes(readiness, self.db.clone()));
+        let addr = listener.local_addr().ok();
+        info!(%service, addr = ?addr, "http listening");
+        let http_stop = front.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await
+                .map_err(|e| crate::Error::Config(format!("http server: {e}")))
+        });
+        let consumer_task = tokio::spawn(consumer.run(front.clone()));
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let retention = tokio::spawn(retention_loop(
+            self.db.clone(),
+            self.settings.retention,
+            front.clone(),
+        ));
+
+        let mut first_error = None;
+        let mut consumer_task = consumer_task;
+        let mut http = http;
+        tokio::select! {
+            _ = front.cancelled() => {}
+            r = &mut consumer_task => {
+                first_error = flatten(r).err();
+                front.cancel();
+            }
+            r = &mut http => {
+                first_error = flatten(r).err();
+                front.cancel();
+            }
+        }
+        front.cancel();
+        for r in [
+            if consumer_task.is_finished() { None } else { Some(consumer_task.await) },
+            if http.is_finished() { None } else { Some(http.await) },
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Err(e) = flatten(r) {
+                first_error.get_or_insert(e);
+            }
+        }
+        let _ = retention.await;
+        relay_stop.cancel();
+        if let Err(e) = flatten(relay_task.await) {
+            first_error.get_or_insert(e);
+        }
+        info!(%service, "stopped");
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn flatten(
+    r: Result<crate::Result<()>, tokio::task::JoinError>,
+) -> crate::Result<()> {
+    match r {
+        Ok(inner) => inner,
+        Err(e) => Err(crate::Error::Config(format!("task panicked: {e}"))),
+    }
+}
+
+#[derive(Clone)]
+struct ProbeState {
+    readiness: Readiness,
+    db: Db,
+}
+
+fn probes(readiness: Readiness, db: Db) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ProbeState { readiness, db })
+}
+
+async fn readyz(State(s): State<ProbeState>) -> (StatusCode, &'static str) {
+    if s.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for partition assignment")
+    }
+}
+
+async fn metrics(State(s): State<ProbeState>) -> String {
+    if let Ok(backlog) = s.db.outbox_backlog().await {
+        metrics::gauge!("choreo_outbox_backlog").set(backlog as f64);
+    }
+    choreo_telemetry::Metrics::global().render()
+}
+
+async fn retention_loop(db: Db, keep: Duration, shutdown: CancellationToken) -> crate::Result<()> {
+    loop {
+        match db.purge(keep, keep).await {
+            Ok((outbox, inbox)) if outbox + inbox > 0 => {
+                info!(outbox, inbox, "purged old outbox and inbox rows");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "retention purge failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
