@@ -12,6 +12,8 @@ struct Cli {
 enum Command {
     /// Run the whole local stack (broker, registry, services) until Ctrl-C.
     Up(choreo_cli::up::UpArgs),
+    /// Create every topic and register every schema, then exit.
+    Init(choreo_cli::init::InitArgs),
 }
 
 #[tokio::main]
@@ -19,5 +21,6 @@ async fn main() -> anyhow::Result<()> {
     choreo_telemetry::init_logging("info", false);
     match Cli::parse().command {
         Command::Up(args) => choreo_cli::up::run(args).await,
+        Command::Init(args) => choreo_cli::init::run(args).await,
     }
 }

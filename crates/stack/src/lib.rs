@@ -178,32 +178,8 @@ impl Stack {
     }
 
     /// Every topic of the contract plus each service's dead-letter topic.
-    /// Already existing topics are fine: `make run` restarts on old data.
     pub async fn create_topics(&self) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            choreo_bus::KafkaSettings::new(self.brokers())
-                .admin_config()
-                .create()?;
-        let mut names: Vec<(String, i32)> = choreo_events::Topic::ALL
-            .iter()
-            .map(|t| (t.name().to_owned(), choreo_events::Topic::PARTITIONS))
-            .collect();
-        for service in choreo_events::SERVICES {
-            names.push((choreo_events::dlq_topic(service), 1));
-        }
-        let topics: Vec<NewTopic<'_>> = names
-            .iter()
-            .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in admin.create_topics(topics.iter(), &opts).await? {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => return Err(Error::CreateTopic(name, code.to_string())),
-            }
-        }
-        info!(topics = names.len(), "topics ready");
-        Ok(())
+        create_topics(&self.brokers()).await.map(|_| ())
     }
 
     pub async fn start_registry(&mut self) -> Result<()> {
@@ -230,13 +206,7 @@ impl Stack {
     }
 
     pub async fn register_schemas(&self) -> Result<Vec<(String, u32)>> {
-        let codec = choreo_bus::Codec::new(&self.registry_url());
-        let ids = codec
-            .register_all()
-            .await
-            .map_err(|e| Error::Schemas(e.to_string()))?;
-        info!(subjects = ids.len(), "schemas registered");
-        Ok(ids)
+        register_schemas(&self.registry_url()).await
     }
 
     /// The environment a service process gets: where it listens, where the
@@ -334,6 +304,47 @@ impl Stack {
         self.stop_registry().await;
         self.stop_broker().await;
     }
+}
+
+/// Creates every topic of the contract (6 partitions each) and one
+/// dead-letter topic per service. Existing topics are left as they are, so
+/// this is safe to run on every start. Returns the topic names.
+pub async fn create_topics(brokers: &str) -> Result<Vec<String>> {
+    let admin: AdminClient<DefaultClientContext> = choreo_bus::KafkaSettings::new(brokers)
+        .admin_config()
+        .create()?;
+    let mut names: Vec<(String, i32)> = choreo_events::Topic::ALL
+        .iter()
+        .map(|t| (t.name().to_owned(), choreo_events::Topic::PARTITIONS))
+        .collect();
+    for service in choreo_events::SERVICES {
+        names.push((choreo_events::dlq_topic(service), 1));
+    }
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(topics.iter(), &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(Error::CreateTopic(name, code.to_string())),
+        }
+    }
+    info!(topics = names.len(), "topics ready");
+    Ok(names.into_iter().map(|(n, _)| n).collect())
+}
+
+/// Registers every schema of `schemas/` under its TopicRecordNameStrategy
+/// subject; returns `(subject, id)` pairs. Registering again is a no-op.
+pub async fn register_schemas(registry_url: &str) -> Result<Vec<(String, u32)>> {
+    let codec = choreo_bus::Codec::new(registry_url);
+    let ids = codec
+        .register_all()
+        .await
+        .map_err(|e| Error::Schemas(e.to_string()))?;
+    info!(subjects = ids.len(), "schemas registered");
+    Ok(ids)
 }
 
 async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
