@@ -83,8 +83,12 @@ impl Relay {
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-        self.producer.flush(Timeout::After(Duration::from_secs(5)))?;
+        let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+        // A broker that is already gone must not hold the process: what is
+        // not acknowledged stays unpublished in the outbox for next time.
+        if let Err(e) = self.producer.flush(Timeout::After(Duration::from_secs(2))) {
+            warn!(service = %self.service, error = %e, "producer flush at shutdown incomplete");
+        }
         Ok(())
     }
 

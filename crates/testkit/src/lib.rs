@@ -10,10 +10,12 @@
 //!
 //! - [`TestStack`]: a stack for one test, cleaned up on drop.
 //! - [`api`]: typed calls to the services' HTTP APIs.
+//! - [`load`]: many orders with data-driven outcomes.
 //! - [`topics`]: read and decode what is on a topic.
 //! - [`eventually`]: poll an async predicate until it holds or time runs out.
 
 pub mod api;
+pub mod load;
 pub mod topics;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,212 @@
+//! The courier saga step on the bus: an incoming event → the order's
+//! shipment from storage → [`decide`] → persisted state → emitted events,
+//! all inside the consumer's unit of work.
+//!
+//! [`apply`] does everything but the emitting and returns the stamped
+//! events, so storage tests can drive a real transaction without a schema
+//! registry; [`CourierHandler`] adds the emitting.
+
+use rand::Rng as _;
+use tracing::{debug, info};
+
+use choreo_bus::{Emitter, Handler, HandlerError, Incoming};
+use choreo_events::{
+    AnyEvent, Event, EventMetadata, InventoryEvent, OrdersEvent, PaymentsEvent, ShipmentCancelled,
+    ShipmentManifestFailed, ShipmentManifested,
+};
+use choreo_outbox::{Backend, UnitOfWork};
+
+use crate::domain::{decide, Consignment, Emit, FreshIds, Input, Money, OrderId, Routing, Status};
+use crate::storage::{self, Locking};
+use crate::SERVICE;
+
+/// The service's [`Handler`].
+#[derive(Debug, Clone)]
+pub struct CourierHandler {
+    emitter: Emitter,
+    courier: Courier,
+}
+
+impl CourierHandler {
+    pub fn new(emitter: Emitter, backend: Backend, routing: Routing) -> Self {
+        Self {
+            emitter,
+            courier: Courier::new(backend, routing),
+        }
+    }
+}
+
+impl Handler for CourierHandler {
+    async fn handle(&self, uow: &mut UnitOfWork<'_>, msg: &Incoming) -> Result<(), HandlerError> {
+        for event in self.courier.apply(uow, msg, fresh_ids()).await? {
+            self.emitter.emit_any(uow, &event).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything the step needs besides the emitter.
+#[derive(Debug, Clone)]
+pub struct Courier {
+    locking: Locking,
+    routing: Routing,
+}
+
+impl Courier {
+    pub fn new(backend: Backend, routing: Routing) -> Self {
+        Self {
+            locking: Locking::for_backend(backend),
+            routing,
+        }
+    }
+
+    /// Loads, decides and persists one incoming event in `uow`; returns the
+    /// events to emit, metadata stamped (caused by `msg`). `fresh` is used
+    /// only if a shipment is manifested.
+    pub async fn apply(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        msg: &Incoming,
+        fresh: FreshIds,
+    ) -> Result<Vec<AnyEvent>, HandlerError> {
+        let Some(input) = input_of(&msg.event) else {
+            debug!("not a courier input; ignored");
+            return Ok(Vec::new());
+        };
+        let cause = msg.event.metadata();
+        let order_id = OrderId::parse(&cause.order_id).map_err(HandlerError::permanent)?;
+        let conn = uow.conn();
+
+        let state = storage::load_shipment(conn, self.locking, &order_id)
+            .await
+            .map_err(storage_error)?;
+        let decision = decide(&state, &input, &self.routing, &fresh);
+        let event_type = msg.event.event_type();
+        if decision.is_noop(&state) {
+            info!(%order_id, event_type, status = state.status().map(Status::as_str), "nothing to do in this state");
+            return Ok(Vec::new());
+        }
+
+        let saved = match state.status() {
+            None => storage::insert_shipment(conn, &order_id, &decision.state).await,
+            Some(from) => storage::update_shipment(conn, &order_id, from, &decision.state).await,
+        }
+        .map_err(storage_error)?;
+        if !saved {
+            return Err(HandlerError::retryable(format!(
+                "shipment of order {order_id} changed concurrently"
+            )));
+        }
+        info!(
+            %order_id,
+            event_type,
+            from = state.status().map(Status::as_str),
+            to = decision.state.status().map(Status::as_str),
+            shipment_id = decision.state.manifest().map(|m| m.shipment_id.as_str()),
+            emits = decision.emit.len(),
+            "shipment decided"
+        );
+        Ok(decision
+            .emit
+            .into_iter()
+            .map(|emit| stamp(emit, cause))
+            .collect())
+    }
+}
+
+/// A new shipment id (UUID v4) and tracking number (`CH` + 10 digits).
+pub fn fresh_ids() -> FreshIds {
+    let digits: u64 = rand::thread_rng().gen_range(0..10_000_000_000);
+    FreshIds {
+        shipment_id: uuid::Uuid::new_v4().to_string(),
+        tracking_number: format!("CH{digits:010}"),
+    }
+}
+
+/// The domain input of an event, `None` for events courier does not react
+/// to. Nothing in them can be invalid for courier: an unusable country is
+/// simply not served.
+pub fn input_of(event: &AnyEvent) -> Option<Input> {
+    Some(match event {
+        AnyEvent::Inventory(InventoryEvent::StockReserved(reserved)) => {
+            Input::StockReserved(Consignment {
+                country: reserved
+                    .shipping_address
+                    .country
+                    .trim()
+                    .to_ascii_uppercase(),
+                customer_id: reserved.customer_id.clone(),
+                amount: Money {
+                    minor: reserved.total_minor,
+                    currency: reserved.currency.clone(),
+                },
+            })
+        }
+        AnyEvent::Payments(PaymentsEvent::PaymentFailed(_)) => Input::PaymentFailed,
+        AnyEvent::Orders(OrdersEvent::OrderCancelled(cancelled)) => Input::OrderCancelled {
+            reason: cancelled.reason.clone(),
+        },
+        _ => return None,
+    })
+}
+
+/// The typed event for `emit`, caused by `cause`.
+fn stamp(emit: Emit, cause: &EventMetadata) -> AnyEvent {
+    let metadata = EventMetadata::caused_by(cause, SERVICE);
+    match emit {
+        Emit::ShipmentManifested {
+            manifest,
+            customer_id,
+            amount,
+        } => ShipmentManifested {
+            metadata,
+            shipment_id: manifest.shipment_id,
+            carrier: manifest.carrier,
+            tracking_number: manifest.tracking_number,
+            customer_id,
+            amount_minor: amount.minor,
+            currency: amount.currency,
+        }
+        .into_any(),
+        Emit::ShipmentManifestFailed { reason } => {
+            ShipmentManifestFailed { metadata, reason }.into_any()
+        }
+        Emit::ShipmentCancelled {
+            shipment_id,
+            reason,
+        } => ShipmentCancelled {
+            metadata,
+            shipment_id,
+            reason,
+        }
+        .into_any(),
+    }
+}
+
+fn storage_error(e: storage::Error) -> HandlerError {
+    match e {
+        storage::Error::Sql(e) => e.into(),
+        corrupt @ storage::Error::CorruptShipment { .. } => HandlerError::permanent(corrupt),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_ids_have_the_documented_shape() {
+        let a = fresh_ids();
+        let b = fresh_ids();
+        assert_eq!(
+            uuid::Uuid::parse_str(&a.shipment_id)
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        assert_ne!(a.shipment_id, b.shipment_id);
+        assert_eq!(a.tracking_number.len(), 12);
+        assert!(a.tracking_number.starts_with("CH"));
+        assert!(a.tracking_number[2..].bytes().all(|c| c.is_ascii_digit()));
+    }
+}

@@ -1,0 +1,87 @@
+//! The courier HTTP API: an order's shipment. Errors are JSON
+//! `{"error": "..."}`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::AnyPool;
+
+use crate::domain::OrderId;
+use crate::storage;
+
+/// The service's routes, over its database pool.
+pub fn router(pool: AnyPool) -> Router {
+    Router::new()
+        .route("/shipments/{order_id}", get(get_shipment))
+        .with_state(pool)
+}
+
+/// An error response.
+#[derive(Debug)]
+pub enum ApiError {
+    NotFound(String),
+    Storage(storage::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::NotFound(what) => {
+                (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
+            }
+            ApiError::Storage(error) => {
+                tracing::error!(error = %error, "courier API storage failure");
+                let retryable =
+                    matches!(&error, storage::Error::Sql(e) if choreo_outbox::is_retryable_sqlx(e));
+                let status = if retryable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                (status, Json(json!({ "error": "storage failure" }))).into_response()
+            }
+        }
+    }
+}
+
+impl From<storage::Error> for ApiError {
+    fn from(e: storage::Error) -> Self {
+        ApiError::Storage(e)
+    }
+}
+
+/// `GET /shipments/{order_id}`. Shipment fields are `null` until a
+/// shipment exists (FAILED, VOID); `country` is `null` for VOID.
+#[derive(Debug, Serialize)]
+pub struct ShipmentView {
+    pub order_id: String,
+    pub status: &'static str,
+    pub shipment_id: Option<String>,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub country: Option<String>,
+}
+
+async fn get_shipment(
+    State(pool): State<AnyPool>,
+    Path(order_id): Path<String>,
+) -> Result<Json<ShipmentView>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no shipment for order `{order_id}`"));
+    // A blank id names no order.
+    let id = OrderId::parse(&order_id).map_err(|_| not_found())?;
+    let shipment = storage::get_shipment(&pool, &id).await?;
+    let status = shipment.status().ok_or_else(not_found)?;
+    let manifest = shipment.manifest();
+    Ok(Json(ShipmentView {
+        status: status.as_str(),
+        shipment_id: manifest.map(|m| m.shipment_id.clone()),
+        carrier: manifest.map(|m| m.carrier.clone()),
+        tracking_number: manifest.map(|m| m.tracking_number.clone()),
+        country: shipment.consignment().map(|c| c.country.clone()),
+        order_id,
+    }))
+}

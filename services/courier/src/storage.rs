@@ -1,0 +1,215 @@
+//! The `shipments` table through sqlx's `Any` driver, on SQLite and
+//! PostgreSQL alike, plus the service's migrations.
+//!
+//! Writes inside a saga step take the unit of work's connection, so they
+//! commit or roll back with its inbox and outbox rows. Every write is
+//! conditional on the state it was decided from; a row that changed under
+//! us shows up as "0 rows changed" and the step is retried.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyRow;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use choreo_outbox::Backend;
+
+use crate::domain::{Consignment, Manifest, Money, OrderId, Shipment, Status};
+
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The migrator for `backend`.
+pub fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATOR,
+        Backend::Postgres => &POSTGRES_MIGRATOR,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A stored row this code cannot read back; retrying will not help.
+    #[error("shipment of order {order_id}: {detail}")]
+    CorruptShipment { order_id: String, detail: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether a read inside a saga step locks the row it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locking {
+    /// `SELECT … FOR UPDATE`: PostgreSQL, where replicas share the database
+    /// and steps for one order arrive on three topics, possibly at once.
+    RowLocks,
+    /// SQLite: its single connection already serialises every transaction
+    /// (and it has no `FOR UPDATE`).
+    None,
+}
+
+impl Locking {
+    pub fn for_backend(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Locking::RowLocks,
+            Backend::Sqlite => Locking::None,
+        }
+    }
+
+    fn clause(self) -> &'static str {
+        match self {
+            Locking::RowLocks => " FOR UPDATE",
+            Locking::None => "",
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+const COLUMNS: &str = "status, shipment_id, carrier, tracking_number, country, customer_id, \
+                       amount_minor, currency";
+
+/// The order's shipment (locked for the rest of the transaction when
+/// `locking` says so).
+pub async fn load_shipment(
+    conn: &mut AnyConnection,
+    locking: Locking,
+    order_id: &OrderId,
+) -> Result<Shipment> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM shipments WHERE order_id = $1{}",
+        locking.clause()
+    );
+    let row = sqlx::query(&sql)
+        .bind(order_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        None => Ok(Shipment::Absent),
+        Some(row) => shipment_from_row(order_id, &row),
+    }
+}
+
+fn shipment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<Shipment> {
+    let corrupt = |detail: String| Error::CorruptShipment {
+        order_id: order_id.to_string(),
+        detail,
+    };
+    let status: String = row.try_get("status")?;
+    let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
+    let text = |column: &str| -> Result<String> {
+        row.try_get::<Option<String>, _>(column)?
+            .ok_or_else(|| corrupt(format!("{column} is NULL")))
+    };
+    let consignment = || -> Result<Consignment> {
+        Ok(Consignment {
+            country: text("country")?,
+            customer_id: text("customer_id")?,
+            amount: Money {
+                minor: row
+                    .try_get::<Option<i64>, _>("amount_minor")?
+                    .ok_or_else(|| corrupt("amount_minor is NULL".into()))?,
+                currency: text("currency")?,
+            },
+        })
+    };
+    let manifest = || -> Result<Manifest> {
+        Ok(Manifest {
+            shipment_id: text("shipment_id")?,
+            carrier: text("carrier")?,
+            tracking_number: text("tracking_number")?,
+        })
+    };
+    Ok(match status {
+        Status::Manifested => Shipment::Manifested {
+            manifest: manifest()?,
+            consignment: consignment()?,
+        },
+        Status::Cancelled => Shipment::Cancelled {
+            manifest: manifest()?,
+            consignment: consignment()?,
+        },
+        Status::Failed => Shipment::Failed {
+            consignment: consignment()?,
+        },
+        Status::Void => Shipment::Void,
+    })
+}
+
+/// Writes `next` for an order that had no row. Returns `false` when a row
+/// appeared meanwhile (a concurrent step won): the caller retries and
+/// decides again on what is there now.
+pub async fn insert_shipment(
+    conn: &mut AnyConnection,
+    order_id: &OrderId,
+    next: &Shipment,
+) -> Result<bool> {
+    let Some(status) = next.status() else {
+        return Ok(true);
+    };
+    let (manifest, consignment) = (next.manifest(), next.consignment());
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO shipments (order_id, {COLUMNS}, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (order_id) DO NOTHING"
+    ))
+    .bind(order_id.as_str())
+    .bind(status.as_str())
+    .bind(manifest.map(|m| m.shipment_id.clone()))
+    .bind(manifest.map(|m| m.carrier.clone()))
+    .bind(manifest.map(|m| m.tracking_number.clone()))
+    .bind(consignment.map(|c| c.country.clone()))
+    .bind(consignment.map(|c| c.customer_id.clone()))
+    .bind(consignment.map(|c| c.amount.minor))
+    .bind(consignment.map(|c| c.amount.currency.clone()))
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Moves an order's shipment from `from` to `next` (every column, so the
+/// row is exactly `next`). Returns `false` when the stored status is no
+/// longer `from`.
+pub async fn update_shipment(
+    conn: &mut AnyConnection,
+    order_id: &OrderId,
+    from: Status,
+    next: &Shipment,
+) -> Result<bool> {
+    let Some(status) = next.status() else {
+        return Ok(false);
+    };
+    let (manifest, consignment) = (next.manifest(), next.consignment());
+    let updated = sqlx::query(
+        "UPDATE shipments SET status = $1, shipment_id = $2, carrier = $3, tracking_number = $4, \
+         country = $5, customer_id = $6, amount_minor = $7, currency = $8, updated_at = $9 \
+         WHERE order_id = $10 AND status = $11",
+    )
+    .bind(status.as_str())
+    .bind(manifest.map(|m| m.shipment_id.clone()))
+    .bind(manifest.map(|m| m.carrier.clone()))
+    .bind(manifest.map(|m| m.tracking_number.clone()))
+    .bind(consignment.map(|c| c.country.clone()))
+    .bind(consignment.map(|c| c.customer_id.clone()))
+    .bind(consignment.map(|c| c.amount.minor))
+    .bind(consignment.map(|c| c.amount.currency.clone()))
+    .bind(now_ms())
+    .bind(order_id.as_str())
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// An order's shipment for the HTTP API; `Absent` when unknown.
+pub async fn get_shipment(pool: &AnyPool, order_id: &OrderId) -> Result<Shipment> {
+    let mut conn = pool.acquire().await?;
+    load_shipment(&mut conn, Locking::None, order_id).await
+}

@@ -1,0 +1,106 @@
+//! The inventory service's settings: the only place that reads the
+//! environment. Everything has a default that works for `make run`.
+
+use std::path::PathBuf;
+
+use choreo_bus::CommonSettings;
+
+use crate::SERVICE;
+
+/// Default HTTP port of the inventory API.
+pub const DEFAULT_PORT: u16 = 8082;
+/// Where the stock seed is read from unless `CHOREO_STOCK_SEED_FILE` says
+/// otherwise (relative to the working directory, i.e. the repository root
+/// under `make run`).
+pub const DEFAULT_STOCK_SEED_FILE: &str = "deploy/seed/stock.json";
+
+/// Every environment variable this service reads. `CHOREO_KAFKA_*` is a
+/// prefix: any librdkafka property, e.g. `CHOREO_KAFKA_SESSION_TIMEOUT_MS`.
+/// `RUST_LOG` is read by the logging set-up.
+pub const ENV_VARS: &[&str] = &[
+    "CHOREO_HTTP_ADDR",
+    "CHOREO_BROKERS",
+    "CHOREO_REGISTRY_URL",
+    "CHOREO_DATA_DIR",
+    "DATABASE_URL",
+    "CHOREO_RETENTION_SECS",
+    "CHOREO_LOG_JSON",
+    "CHOREO_KAFKA_*",
+    "CHOREO_STOCK_SEED_FILE",
+    "RUST_LOG",
+];
+
+/// A setting that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Everything the inventory service is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonSettings,
+    /// JSON array of `{"sku", "available"}`, loaded when `stock` is empty.
+    pub stock_seed_file: PathBuf,
+}
+
+impl Settings {
+    /// Reads the process environment, once.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect::<Vec<_>>())
+    }
+
+    /// Builds settings from explicit variables (tests pass their own).
+    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars).map_err(ConfigError)?;
+        let stock_seed_file = vars
+            .iter()
+            .find(|(name, value)| name == "CHOREO_STOCK_SEED_FILE" && !value.is_empty())
+            .map_or_else(
+                || PathBuf::from(DEFAULT_STOCK_SEED_FILE),
+                |(_, value)| PathBuf::from(value),
+            );
+        Ok(Self {
+            common,
+            stock_seed_file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_work_for_make_run() {
+        let s = Settings::from_vars(&[]).unwrap();
+        assert_eq!(s.common.service, "inventory");
+        assert_eq!(s.common.http_addr.port(), 8082);
+        assert_eq!(s.stock_seed_file, PathBuf::from("deploy/seed/stock.json"));
+    }
+
+    #[test]
+    fn variables_override_defaults() {
+        let s = Settings::from_vars(&vars(&[
+            ("CHOREO_STOCK_SEED_FILE", "/tmp/stock.json"),
+            ("CHOREO_HTTP_ADDR", "127.0.0.1:0"),
+        ]))
+        .unwrap();
+        assert_eq!(s.stock_seed_file, PathBuf::from("/tmp/stock.json"));
+        assert_eq!(s.common.http_addr.port(), 0);
+        assert!(Settings::from_vars(&vars(&[("CHOREO_HTTP_ADDR", "nope")])).is_err());
+    }
+
+    #[test]
+    fn env_vars_lists_the_common_ones() {
+        for name in CommonSettings::ENV_VARS {
+            assert!(ENV_VARS.contains(&name), "{name} missing from ENV_VARS");
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The inventory HTTP API: stock levels per SKU (read and set) and an
+//! order's reservation. Errors are JSON `{"error": "..."}`; invalid bodies
+//! are 422 with a message per field under `fields`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::AnyPool;
+
+use crate::domain::{Line, OrderId, Sku};
+use crate::storage::{self, StockRow};
+
+/// The service's routes, over its database pool.
+pub fn router(pool: AnyPool) -> Router {
+    Router::new()
+        .route("/stock", get(list_stock))
+        .route("/stock/{sku}", get(get_stock).put(put_stock))
+        .route("/reservations/{order_id}", get(get_reservation))
+        .with_state(pool)
+}
+
+/// An error response.
+#[derive(Debug)]
+pub enum ApiError {
+    NotFound(String),
+    Invalid(BTreeMap<&'static str, String>),
+    BadJson(String),
+    Storage(storage::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::NotFound(what) => {
+                (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
+            }
+            ApiError::Invalid(fields) => {
+                let summary = fields
+                    .iter()
+                    .map(|(field, message)| format!("{field}: {message}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({ "error": summary, "fields": fields })),
+                )
+                    .into_response()
+            }
+            ApiError::BadJson(message) => {
+                (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
+            }
+            ApiError::Storage(error) => {
+                tracing::error!(error = %error, "inventory API storage failure");
+                let retryable =
+                    matches!(&error, storage::Error::Sql(e) if choreo_outbox::is_retryable_sqlx(e));
+                let status = if retryable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                (status, Json(json!({ "error": "storage failure" }))).into_response()
+            }
+        }
+    }
+}
+
+impl From<storage::Error> for ApiError {
+    fn from(e: storage::Error) -> Self {
+        ApiError::Storage(e)
+    }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Invalid(BTreeMap::from([(field, message.into())]))
+}
+
+async fn list_stock(State(pool): State<AnyPool>) -> Result<Json<Vec<StockRow>>, ApiError> {
+    Ok(Json(storage::list_stock(&pool).await?))
+}
+
+async fn get_stock(
+    State(pool): State<AnyPool>,
+    Path(sku): Path<String>,
+) -> Result<Json<StockRow>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("unknown sku `{sku}`"));
+    // A string that cannot be a SKU names no SKU.
+    let parsed = Sku::parse(&sku).map_err(|_| not_found())?;
+    storage::get_stock(&pool, &parsed)
+        .await?
+        .map(Json)
+        .ok_or_else(not_found)
+}
+
+async fn put_stock(
+    State(pool): State<AnyPool>,
+    Path(sku): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<StockRow>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
+    let mut errors = BTreeMap::new();
+    let sku = Sku::parse(&sku)
+        .map_err(|e| errors.insert("sku", e.to_string()))
+        .ok();
+    let available = match &body {
+        Value::Object(fields) => {
+            if let Some(unknown) = fields.keys().find(|k| k.as_str() != "available") {
+                errors.insert("body", format!("unknown field `{unknown}`"));
+            }
+            match fields.get("available") {
+                None => {
+                    errors.insert("available", "is required".into());
+                    None
+                }
+                Some(value) => match value.as_i64() {
+                    Some(n) if n >= 0 => Some(n),
+                    _ => {
+                        errors.insert("available", format!("must be an integer >= 0, got {value}"));
+                        None
+                    }
+                },
+            }
+        }
+        _ => {
+            errors.insert(
+                "body",
+                "must be a JSON object like {\"available\": 10}".into(),
+            );
+            None
+        }
+    };
+    match (sku, available) {
+        (Some(sku), Some(available)) if errors.is_empty() => {
+            let row = storage::put_stock(&pool, &sku, available).await?;
+            tracing::info!(%sku, available, "stock set");
+            Ok(Json(row))
+        }
+        _ => Err(ApiError::Invalid(errors)),
+    }
+}
+
+/// `GET /reservations/{order_id}`.
+#[derive(Debug, Serialize)]
+pub struct ReservationView {
+    pub order_id: String,
+    pub status: &'static str,
+    pub lines: Vec<Line>,
+}
+
+async fn get_reservation(
+    State(pool): State<AnyPool>,
+    Path(order_id): Path<String>,
+) -> Result<Json<ReservationView>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no reservation for order `{order_id}`"));
+    let id = OrderId::parse(&order_id).map_err(|e| invalid("order_id", e.to_string()))?;
+    let reservation = storage::get_reservation(&pool, &id).await?;
+    let status = reservation.status().ok_or_else(not_found)?;
+    Ok(Json(ReservationView {
+        order_id,
+        status: status.as_str(),
+        lines: reservation.lines().to_vec(),
+    }))
+}

@@ -1,0 +1,306 @@
+//! The inventory tables (`stock`, `reservations`) through sqlx's `Any`
+//! driver, on SQLite and PostgreSQL alike, plus the service's migrations
+//! and the stock seed.
+//!
+//! Writes that happen inside a saga step take the unit of work's
+//! connection, so they commit or roll back with its inbox and outbox rows.
+//! Every stock write is conditional (`WHERE available >= q` …): a row that
+//! changed under us shows up as "0 rows changed", never as negative stock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AnyPool};
+
+use choreo_outbox::Backend;
+
+use crate::domain::{Line, OrderId, Reservation, Sku, Status, StockLevels, StockMove};
+
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The migrator for `backend`.
+pub fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATOR,
+        Backend::Postgres => &POSTGRES_MIGRATOR,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A stored row this code cannot read back; retrying will not help.
+    #[error("reservation {order_id}: {detail}")]
+    CorruptReservation { order_id: String, detail: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One row of `stock`, as the HTTP API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRow {
+    pub sku: String,
+    pub available: i64,
+    pub reserved: i64,
+    pub committed: i64,
+}
+
+/// One entry of the seed file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedEntry {
+    pub sku: Sku,
+    pub available: i64,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether a read inside a saga step locks the rows it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locking {
+    /// `SELECT … FOR UPDATE`: PostgreSQL, where replicas share the database.
+    RowLocks,
+    /// SQLite: its single connection already serialises every transaction
+    /// (and it has no `FOR UPDATE`).
+    None,
+}
+
+impl Locking {
+    pub fn for_backend(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Locking::RowLocks,
+            Backend::Sqlite => Locking::None,
+        }
+    }
+
+    fn clause(self) -> &'static str {
+        match self {
+            Locking::RowLocks => " FOR UPDATE",
+            Locking::None => "",
+        }
+    }
+}
+
+/// The order's reservation, locked for the rest of the transaction on
+/// PostgreSQL so a concurrent step for the same order (from another topic,
+/// on another replica) waits and then sees our result.
+pub async fn load_reservation(
+    conn: &mut AnyConnection,
+    locking: Locking,
+    order_id: &OrderId,
+) -> Result<Reservation> {
+    let sql = format!(
+        "SELECT status, lines FROM reservations WHERE order_id = $1{}",
+        locking.clause()
+    );
+    let row: Option<(String, String)> = sqlx::query_as(&sql)
+        .bind(order_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((status, lines)) = row else {
+        return Ok(Reservation::Absent);
+    };
+    let corrupt = |detail: String| Error::CorruptReservation {
+        order_id: order_id.to_string(),
+        detail,
+    };
+    let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
+    let lines: Vec<Line> =
+        serde_json::from_str(&lines).map_err(|e| corrupt(format!("lines: {e}")))?;
+    Ok(Reservation::from_parts(status, lines))
+}
+
+/// Writes `next` for an order that had no row. Returns `false` when a row
+/// appeared meanwhile (a concurrent step won): the caller retries and
+/// decides again on what is there now.
+pub async fn insert_reservation(
+    conn: &mut AnyConnection,
+    order_id: &OrderId,
+    next: &Reservation,
+) -> Result<bool> {
+    let Some(status) = next.status() else {
+        return Ok(true);
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO reservations (order_id, status, lines, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(order_id.as_str())
+    .bind(status.as_str())
+    .bind(lines_json(next.lines()))
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Moves an order's reservation from `from` to `next`. Returns `false`
+/// when the stored status is no longer `from`.
+pub async fn update_reservation(
+    conn: &mut AnyConnection,
+    order_id: &OrderId,
+    from: Status,
+    next: &Reservation,
+) -> Result<bool> {
+    let Some(status) = next.status() else {
+        return Ok(false);
+    };
+    let updated = sqlx::query(
+        "UPDATE reservations SET status = $1, lines = $2, updated_at = $3 \
+         WHERE order_id = $4 AND status = $5",
+    )
+    .bind(status.as_str())
+    .bind(lines_json(next.lines()))
+    .bind(now_ms())
+    .bind(order_id.as_str())
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+fn lines_json(lines: &[Line]) -> String {
+    serde_json::to_string(lines).expect("lines are plain strings and integers")
+}
+
+/// `available` of each known SKU in `skus`. On PostgreSQL the rows are
+/// locked in SKU order (callers pass a sorted set), so two orders touching
+/// the same SKUs cannot deadlock and the check stays true until commit.
+pub async fn load_available<'a>(
+    conn: &mut AnyConnection,
+    locking: Locking,
+    skus: impl IntoIterator<Item = &'a Sku>,
+) -> Result<StockLevels> {
+    let sql = format!(
+        "SELECT available FROM stock WHERE sku = $1{}",
+        locking.clause()
+    );
+    let mut levels = StockLevels::new();
+    for sku in skus {
+        let available: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(sku.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(available) = available {
+            levels.insert(sku.clone(), available);
+        }
+    }
+    Ok(levels)
+}
+
+/// Applies one movement. Returns `false` when the guard did not hold (the
+/// row is gone or would go negative): nothing was changed.
+pub async fn apply_move(conn: &mut AnyConnection, mv: &StockMove) -> Result<bool> {
+    let (sql, sku, quantity) = match mv {
+        StockMove::Reserve { sku, quantity } => (
+            "UPDATE stock SET available = available - $1, reserved = reserved + $1 \
+             WHERE sku = $2 AND available >= $1",
+            sku,
+            quantity,
+        ),
+        StockMove::Release { sku, quantity } => (
+            "UPDATE stock SET available = available + $1, reserved = reserved - $1 \
+             WHERE sku = $2 AND reserved >= $1",
+            sku,
+            quantity,
+        ),
+        StockMove::Commit { sku, quantity } => (
+            "UPDATE stock SET committed = committed + $1, reserved = reserved - $1 \
+             WHERE sku = $2 AND reserved >= $1",
+            sku,
+            quantity,
+        ),
+    };
+    let changed = sqlx::query(sql)
+        .bind(*quantity)
+        .bind(sku.as_str())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(changed == 1)
+}
+
+/// Every SKU, sorted.
+pub async fn list_stock(pool: &AnyPool) -> Result<Vec<StockRow>> {
+    let rows: Vec<(String, i64, i64, i64)> =
+        sqlx::query_as("SELECT sku, available, reserved, committed FROM stock ORDER BY sku")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(stock_row).collect())
+}
+
+pub async fn get_stock(pool: &AnyPool, sku: &Sku) -> Result<Option<StockRow>> {
+    let row: Option<(String, i64, i64, i64)> =
+        sqlx::query_as("SELECT sku, available, reserved, committed FROM stock WHERE sku = $1")
+            .bind(sku.as_str())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(stock_row))
+}
+
+/// Sets `available` (creating the SKU when new); reserved and committed
+/// stay, because they belong to orders in flight or done.
+pub async fn put_stock(pool: &AnyPool, sku: &Sku, available: i64) -> Result<StockRow> {
+    let row: (String, i64, i64, i64) = sqlx::query_as(
+        "INSERT INTO stock (sku, available, reserved, committed) VALUES ($1, $2, 0, 0) \
+         ON CONFLICT (sku) DO UPDATE SET available = excluded.available \
+         RETURNING sku, available, reserved, committed",
+    )
+    .bind(sku.as_str())
+    .bind(available)
+    .fetch_one(pool)
+    .await?;
+    Ok(stock_row(row))
+}
+
+fn stock_row((sku, available, reserved, committed): (String, i64, i64, i64)) -> StockRow {
+    StockRow {
+        sku,
+        available,
+        reserved,
+        committed,
+    }
+}
+
+/// An order's reservation for the HTTP API; `Absent` when unknown.
+pub async fn get_reservation(pool: &AnyPool, order_id: &OrderId) -> Result<Reservation> {
+    let mut conn = pool.acquire().await?;
+    load_reservation(&mut conn, Locking::None, order_id).await
+}
+
+/// True when no SKU exists yet.
+pub async fn stock_is_empty(pool: &AnyPool) -> Result<bool> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock")
+        .fetch_one(pool)
+        .await?;
+    Ok(count == 0)
+}
+
+/// Inserts the seed in one transaction. `DO NOTHING` because replicas
+/// sharing a PostgreSQL database may seed at the same time.
+pub async fn seed(pool: &AnyPool, entries: &[SeedEntry]) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let mut inserted = 0;
+    for entry in entries {
+        inserted += sqlx::query(
+            "INSERT INTO stock (sku, available, reserved, committed) VALUES ($1, $2, 0, 0) \
+             ON CONFLICT (sku) DO NOTHING",
+        )
+        .bind(entry.sku.as_str())
+        .bind(entry.available)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
