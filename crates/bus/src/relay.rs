@@ -54,7 +54,13 @@ impl Relay {
         let signal = self.db.outbox_signal();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.publish_batch().await {
+            // An abandoned batch (shutdown mid-publish) is published again on
+            // the next start; consumers' inboxes drop the duplicates.
+            let published = tokio::select! {
+                r = self.publish_batch() => r,
+                _ = shutdown.cancelled() => break,
+            };
+            match published {
                 Ok(0) => {
                     backoff = Duration::from_millis(50);
                     tokio::select! {
@@ -86,7 +92,12 @@ impl Relay {
         let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
         // A broker that is already gone must not hold the process: what is
         // not acknowledged stays unpublished in the outbox for next time.
-        if let Err(e) = self.producer.flush(Timeout::After(Duration::from_secs(2))) {
+        let producer = self.producer.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(2))))
+                .await
+                .map_err(|e| Error::Config(format!("flush task: {e}")))?;
+        if let Err(e) = flushed {
             warn!(service = %self.service, error = %e, "producer flush at shutdown incomplete");
         }
         Ok(())

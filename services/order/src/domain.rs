@@ -1,0 +1,836 @@
+//! The order's business rules, pure: validating a new order, and the state
+//! machine of services/README.md ("order") as [`decide`].
+//!
+//! Nothing here does I/O. Callers load an [`OrderState`], map what happened
+//! to an [`Input`], call [`decide`] and then persist the returned state and
+//! turn the returned [`Effect`] into an event with metadata. Keeping the
+//! rules here is what lets the HTTP API, the `order-requests` commands, the
+//! saga events and the deadline timer share one set of transitions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use choreo_events::{reasons, Address, OrderLine};
+
+/// The identifier of an order; also the Kafka key of every saga event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrderId(String);
+
+impl OrderId {
+    /// A fresh random (v4) id, for orders created over HTTP.
+    pub fn random() -> Self {
+        OrderId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// An id given by someone else (a `PlaceOrder` command, a URL); `None`
+    /// when blank, since a blank Kafka key would put every such order on
+    /// one partition under one identity.
+    pub fn parse(raw: &str) -> Option<Self> {
+        (!raw.trim().is_empty()).then(|| OrderId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An ISO 4217 currency code from [`ISO_4217`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(code: &str) -> Option<Self> {
+        ISO_4217
+            .binary_search(&code)
+            .is_ok()
+            .then(|| Currency(code.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An amount in minor units of a currency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+/// Active ISO 4217 codes that a shop can charge in (funds and precious
+/// metals, test and "no currency" codes left out), sorted for binary search.
+pub const ISO_4217: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
+    "CAD", "CDF", "CHE", "CHF", "CHW", "CLF", "CLP", "CNY", "COP", "COU", "CRC", "CUC", "CUP",
+    "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
+    "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS",
+    "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW",
+    "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD",
+    "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MXV", "MYR", "MZN", "NAD", "NGN",
+    "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG", "QAR",
+    "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SLL",
+    "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY",
+    "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "USN", "UYI", "UYU", "UYW", "UZS", "VED", "VES",
+    "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
+];
+
+/// A new order as a client or a `PlaceOrder` command describes it, before
+/// validation. Quantities are `i64` so an HTTP body with a quantity beyond
+/// the contract's `int` is reported per field rather than as a parse error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderDraft {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<DraftLine>,
+    pub currency: String,
+    pub shipping_address: DraftAddress,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DraftLine {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DraftAddress {
+    pub name: String,
+    pub line1: String,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+impl From<&OrderLine> for DraftLine {
+    fn from(line: &OrderLine) -> Self {
+        DraftLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity.into(),
+            unit_price_minor: line.unit_price_minor,
+        }
+    }
+}
+
+impl From<&Address> for DraftAddress {
+    fn from(a: &Address) -> Self {
+        DraftAddress {
+            name: a.name.clone(),
+            line1: a.line1.clone(),
+            city: a.city.clone(),
+            postal_code: a.postal_code.clone(),
+            country: a.country.clone(),
+        }
+    }
+}
+
+/// Why a draft is not an order: one message per offending field, keyed by
+/// the field's path (`items[0].quantity`, `shipping_address.country`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors(pub BTreeMap<String, String>);
+
+impl FieldErrors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        // The first problem found for a field is the one worth fixing first.
+        self.0.entry(field.into()).or_insert_with(|| message.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid order: ")?;
+        for (i, (field, message)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{field} {message}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An order that passed validation: what `OrderPlaced` carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidOrder {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<OrderLine>,
+    pub total: Money,
+    pub shipping_address: Address,
+}
+
+impl OrderDraft {
+    /// Parses the draft into an order, or reports every invalid field.
+    pub fn validate(self) -> Result<ValidOrder, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        if self.customer_id.trim().is_empty() {
+            errors.add("customer_id", "must not be empty");
+        }
+        if self.customer_email.trim().is_empty() {
+            errors.add("customer_email", "must not be empty");
+        } else if !is_plausible_email(&self.customer_email) {
+            errors.add("customer_email", "not an email address");
+        }
+        if self.items.is_empty() {
+            errors.add("items", "must not be empty");
+        }
+        let mut items = Vec::with_capacity(self.items.len());
+        let mut total: Option<i64> = Some(0);
+        for (i, line) in self.items.iter().enumerate() {
+            if line.sku.trim().is_empty() {
+                errors.add(format!("items[{i}].sku"), "must not be empty");
+            }
+            let quantity = if line.quantity <= 0 {
+                errors.add(format!("items[{i}].quantity"), "must be > 0");
+                None
+            } else if let Ok(q) = i32::try_from(line.quantity) {
+                Some(q)
+            } else {
+                errors.add(
+                    format!("items[{i}].quantity"),
+                    format!("must be at most {}", i32::MAX),
+                );
+                None
+            };
+            if line.unit_price_minor < 0 {
+                errors.add(format!("items[{i}].unit_price_minor"), "must be >= 0");
+            }
+            if let Some(quantity) = quantity {
+                total = total.and_then(|t| {
+                    line.unit_price_minor
+                        .checked_mul(i64::from(quantity))
+                        .and_then(|amount| t.checked_add(amount))
+                });
+                items.push(OrderLine {
+                    sku: line.sku.clone(),
+                    quantity,
+                    unit_price_minor: line.unit_price_minor,
+                });
+            }
+        }
+        if total.is_none() {
+            errors.add("items", "order total is too large");
+        }
+        let currency = if self.currency.trim().is_empty() {
+            errors.add("currency", "must not be empty");
+            None
+        } else {
+            let currency = Currency::parse(&self.currency);
+            if currency.is_none() {
+                errors.add(
+                    "currency",
+                    format!("unknown currency code {}", self.currency),
+                );
+            }
+            currency
+        };
+        let a = &self.shipping_address;
+        for (field, value) in [
+            ("name", &a.name),
+            ("line1", &a.line1),
+            ("city", &a.city),
+            ("postal_code", &a.postal_code),
+        ] {
+            if value.trim().is_empty() {
+                errors.add(format!("shipping_address.{field}"), "must not be empty");
+            }
+        }
+        if a.country.trim().is_empty() {
+            errors.add("shipping_address.country", "must not be empty");
+        } else if !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase())) {
+            errors.add(
+                "shipping_address.country",
+                "must be two uppercase letters (ISO 3166-1 alpha-2)",
+            );
+        }
+        match (errors.is_empty(), total, currency) {
+            (true, Some(minor), Some(currency)) => Ok(ValidOrder {
+                customer_id: self.customer_id,
+                customer_email: self.customer_email,
+                items,
+                total: Money { minor, currency },
+                shipping_address: Address {
+                    name: a.name.clone(),
+                    line1: a.line1.clone(),
+                    city: a.city.clone(),
+                    postal_code: a.postal_code.clone(),
+                    country: a.country.clone(),
+                },
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// One `@`, something before it, a dot inside the domain and no spaces:
+/// enough to catch typos without rejecting real addresses (the mail server
+/// is the real judge).
+fn is_plausible_email(email: &str) -> bool {
+    if email.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let mut parts = email.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+}
+
+/// Where an order is in its saga. The terminal states are final: nothing
+/// leaves them, which is what makes `OrderCancelled` a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Placed; the saga is running.
+    Pending,
+    /// A step failed; waiting for the compensations to come back before
+    /// cancelling, so nothing is released twice.
+    Cancelling { reason: String },
+    /// Paid and shipped. Terminal.
+    Confirmed,
+    /// Cancelled for `reason`. Terminal.
+    Cancelled { reason: String },
+}
+
+impl Status {
+    pub const PENDING: &'static str = "PENDING";
+    pub const CANCELLING: &'static str = "CANCELLING";
+    pub const CONFIRMED: &'static str = "CONFIRMED";
+    pub const CANCELLED: &'static str = "CANCELLED";
+    /// Every status name, as stored and as the API spells it.
+    pub const NAMES: [&'static str; 4] = [
+        Self::PENDING,
+        Self::CANCELLING,
+        Self::CONFIRMED,
+        Self::CANCELLED,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Status::Pending => Self::PENDING,
+            Status::Cancelling { .. } => Self::CANCELLING,
+            Status::Confirmed => Self::CONFIRMED,
+            Status::Cancelled { .. } => Self::CANCELLED,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Status::Cancelling { reason } | Status::Cancelled { reason } => Some(reason),
+            Status::Pending | Status::Confirmed => None,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Status::Confirmed | Status::Cancelled { .. })
+    }
+
+    /// Rebuilds a status from its stored name and reason; `None` when the
+    /// pair is not one [`Status`] can produce.
+    pub fn from_parts(name: &str, reason: Option<String>) -> Option<Status> {
+        match (name, reason) {
+            (Self::PENDING, None) => Some(Status::Pending),
+            (Self::CONFIRMED, None) => Some(Status::Confirmed),
+            (Self::CANCELLING, Some(reason)) => Some(Status::Cancelling { reason }),
+            (Self::CANCELLED, Some(reason)) => Some(Status::Cancelled { reason }),
+            _ => None,
+        }
+    }
+}
+
+/// What [`decide`] needs to know about an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderState {
+    pub status: Status,
+    pub total: Money,
+}
+
+/// Everything that can happen to an existing order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Inventory could not reserve every line.
+    StockReservationFailed { missing_skus: Vec<String> },
+    /// No courier can ship the order; inventory will release the stock.
+    ShipmentManifestFailed { reason: String },
+    /// The customer could not be charged; courier and inventory will undo.
+    PaymentFailed { reason: String },
+    /// Inventory gave the stock back: the last compensation step.
+    StockReleased { reason: String },
+    /// The customer was charged: the last step of the happy path.
+    PaymentCompleted,
+    /// The order's deadline passed without an outcome.
+    DeadlinePassed,
+    /// The customer (DELETE or `CancelOrder`) withdrew the order.
+    CustomerCancelled { detail: Option<String> },
+    /// An event that changes nothing here (`StockReserved`, a duplicate
+    /// `PlaceOrder`, …); only recorded in the timeline.
+    Observed,
+}
+
+/// An event to emit, without metadata: the caller knows the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Emit `OrderConfirmed`.
+    Confirm { total: Money },
+    /// Emit `OrderCancelled`.
+    Cancel {
+        reason: String,
+        detail: Option<String>,
+    },
+}
+
+/// The outcome of [`decide`]: the order's next status and what to emit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub status: Status,
+    pub emit: Option<Effect>,
+}
+
+impl Decision {
+    fn stay(state: &OrderState) -> Self {
+        Decision {
+            status: state.status.clone(),
+            emit: None,
+        }
+    }
+
+    fn wait(reason: &str) -> Self {
+        Decision {
+            status: Status::Cancelling {
+                reason: reason.to_owned(),
+            },
+            emit: None,
+        }
+    }
+
+    fn cancel(reason: &str, detail: Option<String>) -> Self {
+        Decision {
+            status: Status::Cancelled {
+                reason: reason.to_owned(),
+            },
+            emit: Some(Effect::Cancel {
+                reason: reason.to_owned(),
+                detail,
+            }),
+        }
+    }
+}
+
+/// The order state machine (services/README.md, section "order").
+///
+/// Terminal states absorb every input; a non-terminal state ignores inputs
+/// its row of the table does not name. Applying an input to a state that
+/// already reflects it therefore changes nothing and emits nothing.
+pub fn decide(state: &OrderState, input: &Input) -> Decision {
+    use Status::{Cancelling, Pending};
+    match (&state.status, input) {
+        (Pending, Input::StockReservationFailed { missing_skus }) => {
+            let detail = if missing_skus.is_empty() {
+                "stock could not be reserved".to_owned()
+            } else {
+                format!("out of stock: {}", missing_skus.join(", "))
+            };
+            Decision::cancel(reasons::OUT_OF_STOCK, Some(detail))
+        }
+        (Pending, Input::ShipmentManifestFailed { .. }) => {
+            Decision::wait(reasons::SHIPPING_UNAVAILABLE)
+        }
+        (Pending, Input::PaymentFailed { .. }) => Decision::wait(reasons::PAYMENT_DECLINED),
+        (Pending | Cancelling { .. }, Input::StockReleased { reason }) => {
+            Decision::cancel(reason, Some(format!("stock released ({reason})")))
+        }
+        (Pending, Input::PaymentCompleted) => Decision {
+            status: Status::Confirmed,
+            emit: Some(Effect::Confirm {
+                total: state.total.clone(),
+            }),
+        },
+        (Pending, Input::DeadlinePassed) => Decision::cancel(
+            reasons::TIMEOUT,
+            Some("no outcome before the order deadline".to_owned()),
+        ),
+        (Cancelling { reason }, Input::DeadlinePassed) => Decision::cancel(
+            reason,
+            Some("deadline passed while waiting for compensation".to_owned()),
+        ),
+        (Pending | Cancelling { .. }, Input::CustomerCancelled { detail }) => Decision::cancel(
+            reasons::CUSTOMER_CANCELLED,
+            Some(
+                detail
+                    .clone()
+                    .unwrap_or_else(|| "cancelled by the customer".to_owned()),
+            ),
+        ),
+        _ => Decision::stay(state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eur(minor: i64) -> Money {
+        Money {
+            minor,
+            currency: Currency::parse("EUR").unwrap(),
+        }
+    }
+
+    fn state(status: Status) -> OrderState {
+        OrderState {
+            status,
+            total: eur(3998),
+        }
+    }
+
+    fn cancelling(reason: &str) -> Status {
+        Status::Cancelling {
+            reason: reason.into(),
+        }
+    }
+
+    fn cancelled(reason: &str) -> Status {
+        Status::Cancelled {
+            reason: reason.into(),
+        }
+    }
+
+    fn released(reason: &str) -> Input {
+        Input::StockReleased {
+            reason: reason.into(),
+        }
+    }
+
+    fn all_inputs() -> Vec<Input> {
+        vec![
+            Input::StockReservationFailed {
+                missing_skus: vec!["SKU-1".into()],
+            },
+            Input::ShipmentManifestFailed {
+                reason: reasons::NO_ROUTE.into(),
+            },
+            Input::PaymentFailed {
+                reason: reasons::INSUFFICIENT_FUNDS.into(),
+            },
+            released(reasons::PAYMENT_DECLINED),
+            Input::PaymentCompleted,
+            Input::DeadlinePassed,
+            Input::CustomerCancelled { detail: None },
+            Input::Observed,
+        ]
+    }
+
+    fn cancel_reason(decision: &Decision) -> Option<&str> {
+        match &decision.emit {
+            Some(Effect::Cancel { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn stock_reservation_failed_cancels_a_pending_order() {
+        let d = decide(
+            &state(Status::Pending),
+            &Input::StockReservationFailed {
+                missing_skus: vec!["SKU-1".into(), "SKU-2".into()],
+            },
+        );
+        assert_eq!(d.status, cancelled(reasons::OUT_OF_STOCK));
+        assert_eq!(
+            d.emit,
+            Some(Effect::Cancel {
+                reason: reasons::OUT_OF_STOCK.into(),
+                detail: Some("out of stock: SKU-1, SKU-2".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn shipment_failure_waits_for_the_stock_release() {
+        let d = decide(
+            &state(Status::Pending),
+            &Input::ShipmentManifestFailed {
+                reason: reasons::NO_ROUTE.into(),
+            },
+        );
+        assert_eq!(d.status, cancelling(reasons::SHIPPING_UNAVAILABLE));
+        assert_eq!(d.emit, None);
+
+        let done = decide(&state(d.status), &released(reasons::SHIPPING_UNAVAILABLE));
+        assert_eq!(done.status, cancelled(reasons::SHIPPING_UNAVAILABLE));
+        assert_eq!(cancel_reason(&done), Some(reasons::SHIPPING_UNAVAILABLE));
+    }
+
+    #[test]
+    fn payment_failure_waits_for_the_compensations() {
+        let d = decide(
+            &state(Status::Pending),
+            &Input::PaymentFailed {
+                reason: reasons::CUSTOMER_BLOCKED.into(),
+            },
+        );
+        assert_eq!(d.status, cancelling(reasons::PAYMENT_DECLINED));
+        assert_eq!(d.emit, None);
+
+        // ShipmentCancelled changes nothing; the stock release ends it.
+        let waiting = state(d.status);
+        assert_eq!(decide(&waiting, &Input::Observed), Decision::stay(&waiting));
+        let done = decide(&waiting, &released(reasons::PAYMENT_DECLINED));
+        assert_eq!(done.status, cancelled(reasons::PAYMENT_DECLINED));
+        assert_eq!(cancel_reason(&done), Some(reasons::PAYMENT_DECLINED));
+    }
+
+    #[test]
+    fn stock_released_cancels_pending_with_its_reason() {
+        let d = decide(&state(Status::Pending), &released("WHATEVER_NEW"));
+        assert_eq!(d.status, cancelled("WHATEVER_NEW"));
+        assert_eq!(cancel_reason(&d), Some("WHATEVER_NEW"));
+    }
+
+    #[test]
+    fn payment_completed_confirms_a_pending_order() {
+        let d = decide(&state(Status::Pending), &Input::PaymentCompleted);
+        assert_eq!(d.status, Status::Confirmed);
+        assert_eq!(d.emit, Some(Effect::Confirm { total: eur(3998) }));
+    }
+
+    #[test]
+    fn deadline_cancels_pending_with_timeout_and_cancelling_with_its_reason() {
+        let d = decide(&state(Status::Pending), &Input::DeadlinePassed);
+        assert_eq!(d.status, cancelled(reasons::TIMEOUT));
+        assert_eq!(cancel_reason(&d), Some(reasons::TIMEOUT));
+
+        let d = decide(
+            &state(cancelling(reasons::PAYMENT_DECLINED)),
+            &Input::DeadlinePassed,
+        );
+        assert_eq!(d.status, cancelled(reasons::PAYMENT_DECLINED));
+        assert_eq!(cancel_reason(&d), Some(reasons::PAYMENT_DECLINED));
+    }
+
+    #[test]
+    fn customer_cancel_works_while_pending_or_cancelling() {
+        for status in [Status::Pending, cancelling(reasons::SHIPPING_UNAVAILABLE)] {
+            let d = decide(
+                &state(status),
+                &Input::CustomerCancelled {
+                    detail: Some("changed my mind".into()),
+                },
+            );
+            assert_eq!(d.status, cancelled(reasons::CUSTOMER_CANCELLED));
+            assert_eq!(
+                d.emit,
+                Some(Effect::Cancel {
+                    reason: reasons::CUSTOMER_CANCELLED.into(),
+                    detail: Some("changed my mind".into()),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn terminal_states_absorb_everything() {
+        for status in [
+            Status::Confirmed,
+            cancelled(reasons::OUT_OF_STOCK),
+            cancelled(reasons::CUSTOMER_CANCELLED),
+        ] {
+            let s = state(status);
+            for input in all_inputs() {
+                assert_eq!(decide(&s, &input), Decision::stay(&s), "{s:?} + {input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cancelling_ignores_all_but_release_deadline_and_customer() {
+        let s = state(cancelling(reasons::SHIPPING_UNAVAILABLE));
+        for input in [
+            Input::StockReservationFailed {
+                missing_skus: vec![],
+            },
+            Input::ShipmentManifestFailed {
+                reason: reasons::NO_ROUTE.into(),
+            },
+            Input::PaymentFailed {
+                reason: reasons::INSUFFICIENT_FUNDS.into(),
+            },
+            Input::PaymentCompleted,
+            Input::Observed,
+        ] {
+            assert_eq!(decide(&s, &input), Decision::stay(&s), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn applying_an_input_twice_changes_nothing_the_second_time() {
+        for input in all_inputs() {
+            let first = decide(&state(Status::Pending), &input);
+            let again = decide(&state(first.status.clone()), &input);
+            assert_eq!(again.status, first.status, "{input:?}");
+            assert_eq!(again.emit, None, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn pending_ignores_observed_events() {
+        let s = state(Status::Pending);
+        assert_eq!(decide(&s, &Input::Observed), Decision::stay(&s));
+    }
+
+    fn draft() -> OrderDraft {
+        OrderDraft {
+            customer_id: "c-1".into(),
+            customer_email: "ada@example.com".into(),
+            items: vec![
+                DraftLine {
+                    sku: "SKU-1".into(),
+                    quantity: 2,
+                    unit_price_minor: 1999,
+                },
+                DraftLine {
+                    sku: "SKU-2".into(),
+                    quantity: 1,
+                    unit_price_minor: 500,
+                },
+            ],
+            currency: "EUR".into(),
+            shipping_address: DraftAddress {
+                name: "Ada".into(),
+                line1: "Main St 1".into(),
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_valid_draft_gets_its_total() {
+        let order = draft().validate().unwrap();
+        assert_eq!(order.total, eur(2 * 1999 + 500));
+        assert_eq!(order.items.len(), 2);
+        assert_eq!(order.items[0].quantity, 2);
+        assert_eq!(order.shipping_address.country, "DE");
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_once() {
+        let mut bad = draft();
+        bad.customer_id = " ".into();
+        bad.customer_email = "ada@example".into();
+        bad.currency = "XYZ".into();
+        bad.items[0].quantity = 0;
+        bad.items[0].sku = String::new();
+        bad.items[1].unit_price_minor = -1;
+        bad.shipping_address.city = String::new();
+        bad.shipping_address.country = "de".into();
+        let errors = bad.validate().unwrap_err().0;
+        let expected: BTreeMap<String, String> = [
+            ("customer_id", "must not be empty"),
+            ("customer_email", "not an email address"),
+            ("currency", "unknown currency code XYZ"),
+            ("items[0].sku", "must not be empty"),
+            ("items[0].quantity", "must be > 0"),
+            ("items[1].unit_price_minor", "must be >= 0"),
+            ("shipping_address.city", "must not be empty"),
+            (
+                "shipping_address.country",
+                "must be two uppercase letters (ISO 3166-1 alpha-2)",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn empty_items_and_overflowing_totals_are_rejected() {
+        let mut empty = draft();
+        empty.items.clear();
+        assert_eq!(
+            empty
+                .validate()
+                .unwrap_err()
+                .0
+                .get("items")
+                .map(String::as_str),
+            Some("must not be empty")
+        );
+
+        let mut huge = draft();
+        huge.items[0].quantity = i64::from(i32::MAX);
+        huge.items[0].unit_price_minor = i64::MAX / 2;
+        assert_eq!(
+            huge.validate()
+                .unwrap_err()
+                .0
+                .get("items")
+                .map(String::as_str),
+            Some("order total is too large")
+        );
+
+        let mut too_many = draft();
+        too_many.items[1].quantity = i64::from(i32::MAX) + 1;
+        assert!(too_many
+            .validate()
+            .unwrap_err()
+            .0
+            .contains_key("items[1].quantity"));
+    }
+
+    #[test]
+    fn email_plausibility() {
+        for good in ["a@b.co", "first.last+tag@mail.example.org"] {
+            assert!(is_plausible_email(good), "{good}");
+        }
+        for bad in [
+            "", "@b.co", "a@b", "a@@b.co", "a@b@c.co", "a b@c.co", "a@.co", "a@b.", "a@b..co",
+        ] {
+            assert!(!is_plausible_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn currency_list_is_sorted_real_and_strict() {
+        assert!(ISO_4217.windows(2).all(|w| w[0] < w[1]), "not sorted");
+        for code in ["EUR", "USD", "GBP", "JPY", "CHF"] {
+            assert!(Currency::parse(code).is_some(), "{code}");
+        }
+        for code in ["eur", "XYZ", "EU", "EURO", "XXX", ""] {
+            assert!(Currency::parse(code).is_none(), "{code}");
+        }
+    }
+
+    #[test]
+    fn status_round_trips_through_its_parts() {
+        for status in [
+            Status::Pending,
+            cancelling(reasons::PAYMENT_DECLINED),
+            Status::Confirmed,
+            cancelled(reasons::TIMEOUT),
+        ] {
+            let back = Status::from_parts(status.name(), status.reason().map(str::to_owned));
+            assert_eq!(back, Some(status));
+        }
+        assert_eq!(Status::from_parts("PENDING", Some("x".into())), None);
+        assert_eq!(Status::from_parts("CANCELLED", None), None);
+        assert_eq!(Status::from_parts("SHIPPED", None), None);
+    }
+}

@@ -1,0 +1,513 @@
+//! The order API (axum): place, read, list, long-poll and cancel orders.
+//!
+//! Errors are JSON `{"error": "..."}` (plus `"fields"` for an invalid order,
+//! one message per field). Requests that change state run in one unit of
+//! work, so the outbox guarantee covers them as it covers consumed events.
+
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::time::Instant;
+use tracing::error;
+
+use choreo_events::{Address, OrderLine};
+
+use crate::domain::{DraftAddress, DraftLine, FieldErrors, Input, OrderDraft, OrderId, Status};
+use crate::handlers::{Cause, OrderError, Orders, PlaceCommand, Placed};
+use crate::storage::{self, ListError, OrderRecord, StorageError, TimelineEntry};
+
+/// Longest a `?wait=terminal` request is held.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Hold time of `?wait=terminal` without `timeout_ms`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// A long-poll reads the database at most this often, however many
+/// orders change meanwhile.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(50);
+/// After a wake-up that found the order unchanged, read again this soon:
+/// a consumed event signals before its transaction commits.
+const RECHECK_AFTER_WAKE: Duration = Duration::from_millis(100);
+/// Without any wake-up, read this often anyway: another replica may have
+/// changed the order, and its signal does not reach this process.
+const FALLBACK_READ: Duration = Duration::from_secs(1);
+
+pub const DEFAULT_LIST_LIMIT: i64 = 50;
+pub const MAX_LIST_LIMIT: i64 = 500;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The service's routes; [`choreo_bus::Host`] adds the probes.
+pub fn router(orders: Orders) -> Router {
+    Router::new()
+        .route("/orders", post(create).get(list))
+        .route("/orders/{id}", get(show).delete(cancel))
+        .fallback(no_route)
+        .with_state(orders)
+}
+
+/// An HTTP error: status and JSON body.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    UnsupportedMediaType(String),
+    InvalidOrder(FieldErrors),
+    Unprocessable(String),
+    NotFound(String),
+    Conflict(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            ApiError::InvalidOrder(fields) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": "invalid order", "fields": fields.0}),
+            ),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
+            ApiError::UnsupportedMediaType(m) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": m}))
+            }
+            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": m})),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": m})),
+            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": m})),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    /// 503 for what may work on retry, 500 otherwise. The cause is logged
+    /// here, not sent: it may name tables or hosts.
+    fn server(retryable: bool, cause: &dyn std::fmt::Display) -> Self {
+        error!(error = %cause, retryable, "request failed");
+        if retryable {
+            ApiError::Unavailable("temporarily unavailable, try again".into())
+        } else {
+            ApiError::Internal("internal error".into())
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::Invalid(fields) => ApiError::InvalidOrder(fields),
+            OrderError::UnknownOrder(id) => ApiError::NotFound(format!("order {id} not found")),
+            OrderError::Conflict(id) => {
+                ApiError::Conflict(format!("order {id} changed concurrently; try again"))
+            }
+            other => ApiError::server(other.is_retryable(), &other),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        ApiError::server(e.is_retryable(), &e)
+    }
+}
+
+impl From<choreo_outbox::Error> for ApiError {
+    fn from(e: choreo_outbox::Error) -> Self {
+        ApiError::server(e.is_retryable(), &e)
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            ApiError::Unprocessable(format!("invalid order: {}", e.body_text()))
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+fn query_rejection(rejection: QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("invalid query: {}", rejection.body_text()))
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// `POST /orders` body. Every field defaults to empty so a missing field
+/// is reported by validation, with the others, instead of alone by serde.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct OrderBody {
+    customer_id: String,
+    customer_email: String,
+    items: Vec<LineBody>,
+    currency: String,
+    shipping_address: AddressBody,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LineBody {
+    sku: String,
+    quantity: i64,
+    unit_price_minor: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AddressBody {
+    name: String,
+    line1: String,
+    city: String,
+    postal_code: String,
+    country: String,
+}
+
+impl From<OrderBody> for OrderDraft {
+    fn from(b: OrderBody) -> Self {
+        OrderDraft {
+            customer_id: b.customer_id,
+            customer_email: b.customer_email,
+            items: b
+                .items
+                .into_iter()
+                .map(|l| DraftLine {
+                    sku: l.sku,
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                })
+                .collect(),
+            currency: b.currency,
+            shipping_address: DraftAddress {
+                name: b.shipping_address.name,
+                line1: b.shipping_address.line1,
+                city: b.shipping_address.city,
+                postal_code: b.shipping_address.postal_code,
+                country: b.shipping_address.country,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Accepted {
+    order_id: String,
+    status: &'static str,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+async fn create(
+    State(orders): State<Orders>,
+    headers: HeaderMap,
+    body: Result<Json<OrderBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(json_rejection)?;
+    let key = idempotency_key(&headers)?;
+    let draft = OrderDraft::from(body);
+    // Reject before taking a database connection.
+    draft.clone().validate().map_err(ApiError::InvalidOrder)?;
+
+    let mut uow = orders.db().begin().await?;
+    let placed = orders
+        .place(
+            &mut uow,
+            PlaceCommand {
+                order_id: OrderId::random(),
+                idempotency_key: key,
+                draft,
+                cause: None,
+            },
+        )
+        .await?;
+    uow.commit().await?;
+    if let Placed::Created(_) = placed {
+        orders.notify_changed();
+    }
+    let order_id = placed.order().order_id.clone();
+    // A replay answers exactly what the first request got.
+    let location = format!("/orders/{order_id}");
+    let body = Accepted {
+        order_id,
+        status: Status::PENDING,
+    };
+    Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(body)).into_response())
+}
+
+/// `GET /orders/{id}` body.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    order_id: String,
+    status: &'static str,
+    reason: Option<String>,
+    customer_id: String,
+    customer_email: String,
+    items: Vec<OrderLine>,
+    total_minor: i64,
+    currency: String,
+    shipping_address: Address,
+    created_at: String,
+    updated_at: String,
+    deadline_at: String,
+    timeline: Vec<TimelineView>,
+}
+
+#[derive(Debug, Serialize)]
+struct TimelineView {
+    event_type: String,
+    topic: String,
+    event_id: String,
+    at: String,
+}
+
+fn rfc3339(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+impl OrderView {
+    fn new(order: OrderRecord, timeline: Vec<TimelineEntry>) -> Self {
+        OrderView {
+            status: order.status.name(),
+            reason: order.status.reason().map(str::to_owned),
+            order_id: order.order_id,
+            customer_id: order.customer_id,
+            customer_email: order.customer_email,
+            items: order.items,
+            total_minor: order.total_minor,
+            currency: order.currency,
+            shipping_address: order.shipping_address,
+            created_at: rfc3339(order.created_at),
+            updated_at: rfc3339(order.updated_at),
+            deadline_at: rfc3339(order.deadline_at),
+            timeline: timeline
+                .into_iter()
+                .map(|t| TimelineView {
+                    at: rfc3339(t.occurred_at),
+                    event_type: t.event_type,
+                    topic: t.topic,
+                    event_id: t.event_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn load(orders: &Orders, order_id: &str) -> Result<(OrderRecord, OrderView), ApiError> {
+    let mut conn = orders
+        .db()
+        .pool()
+        .acquire()
+        .await
+        .map_err(|source| StorageError::Sql {
+            context: "acquiring a connection",
+            source,
+        })?;
+    let order = storage::find(&mut conn, order_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("order {order_id} not found")))?;
+    let timeline = storage::timeline(&mut conn, order_id).await?;
+    Ok((order.clone(), OrderView::new(order, timeline)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ShowQuery {
+    wait: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+async fn show(
+    State(orders): State<Orders>,
+    Path(order_id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
+) -> Result<Json<OrderView>, ApiError> {
+    let Query(query) = query.map_err(query_rejection)?;
+    match query.wait.as_deref() {
+        None | Some("") => Ok(Json(load(&orders, &order_id).await?.1)),
+        Some("terminal") => {
+            let timeout = query
+                .timeout_ms
+                .map_or(DEFAULT_WAIT, Duration::from_millis)
+                .min(MAX_WAIT);
+            Ok(Json(wait_for_terminal(&orders, &order_id, timeout).await?))
+        }
+        Some(other) => Err(ApiError::Unprocessable(format!(
+            "wait must be `terminal`, got `{other}`"
+        ))),
+    }
+}
+
+/// Answers once the order is terminal or `timeout` has passed, with its
+/// state at that moment. Woken by the status-change signal of this
+/// process; re-reads the database rather than trusting the signal, never
+/// more often than [`MIN_READ_INTERVAL`].
+async fn wait_for_terminal(
+    orders: &Orders,
+    order_id: &str,
+    timeout: Duration,
+) -> Result<OrderView, ApiError> {
+    let give_up = Instant::now() + timeout;
+    let mut changes = orders.changes();
+    let mut woken = false;
+    loop {
+        // Mark the current tick seen before reading, so a change committed
+        // after our read still wakes us.
+        changes.borrow_and_update();
+        let last_read = Instant::now();
+        let (order, view) = load(orders, order_id).await?;
+        if order.status.is_terminal() || Instant::now() >= give_up {
+            return Ok(view);
+        }
+        let pause = if woken {
+            RECHECK_AFTER_WAKE
+        } else {
+            FALLBACK_READ
+        };
+        let wake_at = give_up.min(Instant::now() + pause);
+        woken = tokio::select! {
+            changed = changes.changed() => changed.is_ok(),
+            _ = tokio::time::sleep_until(wake_at) => false,
+        };
+        if !woken {
+            // A timer wake-up has already slept; a lost sender (cannot
+            // happen while `orders` lives) must not turn into a spin.
+            tokio::time::sleep_until(wake_at).await;
+        }
+        tokio::time::sleep_until(give_up.min(last_read + MIN_READ_INTERVAL)).await;
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct OrderSummaryView {
+    order_id: String,
+    status: &'static str,
+    reason: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct OrderPage {
+    orders: Vec<OrderSummaryView>,
+    next_after: Option<String>,
+}
+
+async fn list(
+    State(orders): State<Orders>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let Query(query) = query.map_err(query_rejection)?;
+    let status = query.status.filter(|s| !s.is_empty());
+    if let Some(status) = &status {
+        if !Status::NAMES.contains(&status.as_str()) {
+            return Err(ApiError::Unprocessable(format!(
+                "status must be one of {}, got `{status}`",
+                Status::NAMES.join(", ")
+            )));
+        }
+    }
+    let limit = match query.limit {
+        None => DEFAULT_LIST_LIMIT,
+        Some(n) if n >= 1 => n.min(MAX_LIST_LIMIT),
+        Some(n) => {
+            return Err(ApiError::Unprocessable(format!(
+                "limit must be between 1 and {MAX_LIST_LIMIT}, got {n}"
+            )))
+        }
+    };
+    let after = query.after.filter(|a| !a.is_empty());
+    let mut conn = orders
+        .db()
+        .pool()
+        .acquire()
+        .await
+        .map_err(|source| StorageError::Sql {
+            context: "acquiring a connection",
+            source,
+        })?;
+    let (page, next_after) = storage::list(&mut conn, status.as_deref(), limit, after.as_deref())
+        .await
+        .map_err(|e| match e {
+            ListError::UnknownCursor(_) => ApiError::Unprocessable(e.to_string()),
+            ListError::Storage(e) => e.into(),
+        })?;
+    Ok(Json(OrderPage {
+        orders: page
+            .into_iter()
+            .map(|o| OrderSummaryView {
+                reason: o.status.reason().map(str::to_owned),
+                status: o.status.name(),
+                order_id: o.order_id,
+                created_at: rfc3339(o.created_at),
+                updated_at: rfc3339(o.updated_at),
+            })
+            .collect(),
+        next_after,
+    }))
+}
+
+async fn cancel(
+    State(orders): State<Orders>,
+    Path(order_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut uow = orders.db().begin().await?;
+    let applied = orders
+        .apply(
+            &mut uow,
+            &order_id,
+            &Input::CustomerCancelled { detail: None },
+            Cause::Customer,
+        )
+        .await?;
+    if applied.before.is_terminal() {
+        uow.rollback().await?;
+        return Err(ApiError::Conflict(format!(
+            "order is already {}",
+            applied.before.name()
+        )));
+    }
+    uow.commit().await?;
+    orders.notify_changed();
+    // Read after commit: on SQLite the unit of work held the only
+    // connection.
+    let (_, view) = load(&orders, &order_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}

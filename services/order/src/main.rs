@@ -1,0 +1,20 @@
+//! `choreo-order`: the order service binary. Everything lives in the
+//! library; this wires settings, logging and the shutdown signal.
+
+use tokio_util::sync::CancellationToken;
+
+use choreo_order::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    choreo_telemetry::init_logging("info", settings.common.log_json);
+    let app = Application::build(settings).await?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        choreo_telemetry::shutdown_signal().await;
+        trigger.cancel();
+    });
+    app.run_until_stopped(shutdown).await
+}
