@@ -7,7 +7,7 @@ export CHOREO_TOOLS_DIR := $(TOOLS_DIR)
 export CHOREO_TANSU_BIN ?= $(TOOLS_DIR)/tansu-0.6.0/bin/tansu
 export CHOREO_KCAT ?= $(CURDIR)/scripts/kcat
 
-.PHONY: help tools build run run-memory test test-unit test-e2e lint fmt compose-check clean-data
+.PHONY: help tools build run run-memory test test-unit test-e2e lint fmt clean-data
 
 help:
 	@echo "make run    — build and start the whole local stack (broker, registry, five services)"
@@ -43,3 +43,23 @@ fmt:
 
 clean-data:
 	rm -rf data
+
+# Docker Compose: real Apache Kafka, Confluent Schema Registry, PostgreSQL,
+# Mailpit and kcat (deploy/docker-compose.yml). Needs a Docker engine with
+# the compose plugin; COMPOSE overrides the command (e.g. COMPOSE=docker-compose).
+COMPOSE ?= docker compose
+COMPOSE_FILE_ARGS := -f deploy/docker-compose.yml
+.PHONY: up down logs
+
+# Returns once every container has started in dependency order (the
+# services after kafka/registry/postgres are healthy and init has exited 0);
+# `ps` then shows each service's health.
+up:
+	$(COMPOSE) $(COMPOSE_FILE_ARGS) up -d --build
+	$(COMPOSE) $(COMPOSE_FILE_ARGS) ps
+
+down:
+	$(COMPOSE) $(COMPOSE_FILE_ARGS) --profile ui down -v --remove-orphans
+
+logs:
+	$(COMPOSE) $(COMPOSE_FILE_ARGS) logs -f --tail=200

@@ -117,17 +117,23 @@ async fn happy_path_confirms_charges_ships_and_mails_once() -> anyhow::Result<()
     Ok(())
 }
 
+/// What was held before an order, to compare with after its cancellation.
+struct Before<'a> {
+    sku: &'a str,
+    stock: (i64, i64, i64),
+    customer: &'a str,
+    balance: i64,
+}
+
 /// What every cancelled order must look like once the saga settled.
 async fn assert_cancelled_and_undone(
     stack: &TestStack,
     api: &Api,
     id: &str,
     reason: &str,
-    sku: &str,
-    stock_before: (i64, i64, i64),
-    customer: &str,
-    balance_before: i64,
+    before: Before<'_>,
 ) -> anyhow::Result<Value> {
+    let Before { sku, stock: stock_before, customer, balance: balance_before } = before;
     let order = api.wait_terminal(id, SAGA).await?;
     assert_eq!(order["status"], "CANCELLED", "{order}");
     assert_eq!(order["reason"], reason, "{order}");
@@ -157,13 +163,13 @@ async fn every_compensation_ends_cancelled_with_nothing_held() -> anyhow::Result
     let s = stock(&api, "SOLDOUT-0").await?;
     let b = balance(&api, "alice").await?;
     let id = api.place_order(&order_body("alice", "SOLDOUT-0", 1, 100, "DE")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "OUT_OF_STOCK", "SOLDOUT-0", s, "alice", b).await?;
+    assert_cancelled_and_undone(&stack, &api, &id, "OUT_OF_STOCK", Before { sku: "SOLDOUT-0", stock: s, customer: "alice", balance: b }).await?;
     assert!(api.shipment(&id).await?.is_none(), "no shipment for an out-of-stock order");
 
     // Unserved country: reserved, manifest failed, released.
     let s = stock(&api, "GADGET-2").await?;
     let id = api.place_order(&order_body("alice", "GADGET-2", 3, 700, "JP")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "SHIPPING_UNAVAILABLE", "GADGET-2", s, "alice", b).await?;
+    assert_cancelled_and_undone(&stack, &api, &id, "SHIPPING_UNAVAILABLE", Before { sku: "GADGET-2", stock: s, customer: "alice", balance: b }).await?;
     assert_eq!(api.shipment(&id).await?.expect("a shipment record")["status"], "FAILED");
 
     // Insufficient funds: reserved, manifested, payment failed, shipment
@@ -171,7 +177,7 @@ async fn every_compensation_ends_cancelled_with_nothing_held() -> anyhow::Result
     let s = stock(&api, "GIZMO-3").await?;
     let bob = balance(&api, "bob").await?;
     let id = api.place_order(&order_body("bob", "GIZMO-3", 1, 10_000, "FR")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "PAYMENT_DECLINED", "GIZMO-3", s, "bob", bob).await?;
+    assert_cancelled_and_undone(&stack, &api, &id, "PAYMENT_DECLINED", Before { sku: "GIZMO-3", stock: s, customer: "bob", balance: bob }).await?;
     assert_eq!(api.shipment(&id).await?.expect("a shipment record")["status"], "CANCELLED");
     assert_eq!(api.payment(&id).await?.expect("a payment record")["status"], "FAILED");
 
@@ -179,7 +185,7 @@ async fn every_compensation_ends_cancelled_with_nothing_held() -> anyhow::Result
     let s = stock(&api, "GIZMO-3").await?;
     let m = balance(&api, "mallory").await?;
     let id = api.place_order(&order_body("mallory", "GIZMO-3", 1, 100, "NL")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "PAYMENT_DECLINED", "GIZMO-3", s, "mallory", m).await?;
+    assert_cancelled_and_undone(&stack, &api, &id, "PAYMENT_DECLINED", Before { sku: "GIZMO-3", stock: s, customer: "mallory", balance: m }).await?;
     assert_eq!(api.shipment(&id).await?.expect("a shipment record")["status"], "CANCELLED");
 
     stack.shutdown().await;
