@@ -30,8 +30,8 @@ use tracing::{info, warn};
 use crate::{Codec, Consumer, ConsumerSpec, Emitter, Handler, KafkaSettings, Readiness, Relay};
 
 /// Settings every service has. Built by the service's config module from
-/// the environment it passes in.
-#[derive(Clone, Debug)]
+/// the environment it passes in. `Debug` hides credentials in URLs.
+#[derive(Clone)]
 pub struct CommonSettings {
     pub service: &'static str,
     pub http_addr: SocketAddr,
@@ -43,6 +43,34 @@ pub struct CommonSettings {
     /// Published outbox rows and inbox entries older than this are purged.
     pub retention: Duration,
     pub log_json: bool,
+}
+
+impl std::fmt::Debug for CommonSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonSettings")
+            .field("service", &self.service)
+            .field("http_addr", &self.http_addr)
+            .field("brokers", &self.kafka.brokers)
+            .field("registry_url", &redact_url(&self.registry_url))
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 impl CommonSettings {
@@ -269,5 +297,27 @@ async fn retention_loop(db: Db, keep: Duration, shutdown: CancellationToken) -> 
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_debug_output() {
+        assert_eq!(
+            redact_url("postgres://order_svc:s3cret@postgres:5432/choreo_order"),
+            "postgres://order_svc:***@postgres:5432/choreo_order"
+        );
+        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+        let vars = vec![(
+            "DATABASE_URL".to_owned(),
+            "postgres://u:hunter2@h/db".to_owned(),
+        )];
+        let s = CommonSettings::from_vars("order", 8080, &vars).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("u:***@h"), "{shown}");
     }
 }

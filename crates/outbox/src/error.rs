@@ -24,7 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A database operation failed; `context` says which.
-    #[error("{context}")]
+    #[error("{context}: {source}")]
     Sql {
         context: &'static str,
         #[source]
@@ -32,7 +32,7 @@ pub enum Error {
     },
 
     /// Running a migrator failed.
-    #[error("database migration failed")]
+    #[error("database migration failed: {0}")]
     Migrate(#[source] MigrateError),
 
     /// The database URL is not one this crate understands. The URL itself

@@ -1,0 +1,82 @@
+//! The payment service's settings: the only module that reads the
+//! environment. Every variable has a default that works for `make run`.
+
+use std::path::PathBuf;
+
+use choreo_bus::CommonSettings;
+
+/// The service name: consumer group, inbox consumer, `producer` of events,
+/// `dlq.payment`.
+pub const SERVICE: &str = "payment";
+/// Default HTTP port (`CHOREO_HTTP_ADDR` overrides the whole address).
+pub const DEFAULT_PORT: u16 = 8083;
+/// Seed file read when the accounts table is empty.
+pub const SEED_FILE_VAR: &str = "CHOREO_ACCOUNTS_SEED_FILE";
+/// Relative to the working directory, which is the repository root for
+/// `make run` and the tests.
+pub const DEFAULT_SEED_FILE: &str = "deploy/seed/accounts.json";
+
+/// Every environment variable this service knows. `CHOREO_KAFKA_<PROPERTY>`
+/// (and `CHOREO_KAFKA_CONFIG`) pass any librdkafka property through.
+pub const ENV_VARS: &[&str] = &[
+    "CHOREO_HTTP_ADDR",
+    "CHOREO_BROKERS",
+    "CHOREO_REGISTRY_URL",
+    "CHOREO_DATA_DIR",
+    "DATABASE_URL",
+    "CHOREO_RETENTION_SECS",
+    "CHOREO_LOG_JSON",
+    "CHOREO_KAFKA_*",
+    SEED_FILE_VAR,
+];
+
+/// Everything the service needs to start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub common: CommonSettings,
+    /// JSON array of accounts loaded when the accounts table is empty.
+    pub seed_file: PathBuf,
+}
+
+impl Settings {
+    /// Reads the process environment once.
+    pub fn from_env() -> Result<Self, String> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Builds settings from environment-like pairs (tests pass their own).
+    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, String> {
+        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars)?;
+        let seed_file = vars
+            .iter()
+            .find(|(name, value)| name == SEED_FILE_VAR && !value.is_empty())
+            .map_or_else(
+                || PathBuf::from(DEFAULT_SEED_FILE),
+                |(_, v)| PathBuf::from(v),
+            );
+        Ok(Self { common, seed_file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = Settings::from_vars(&[]).unwrap();
+        assert_eq!(s.common.http_addr.port(), 8083);
+        assert_eq!(s.seed_file, PathBuf::from(DEFAULT_SEED_FILE));
+
+        let s = Settings::from_vars(&[(SEED_FILE_VAR.into(), "/tmp/a.json".into())]).unwrap();
+        assert_eq!(s.seed_file, PathBuf::from("/tmp/a.json"));
+    }
+
+    #[test]
+    fn lists_the_common_variables() {
+        for var in CommonSettings::ENV_VARS {
+            assert!(ENV_VARS.contains(&var), "{var}");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The payment handler on a real unit of work, written once and run on
+//! SQLite and PostgreSQL: state rows, balances, emitted events, idempotence
+//! and money conservation under concurrency.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use choreo_bus::HandlerError;
+use choreo_events::{reasons, AnyEvent, OrderCancelled, PaymentsEvent, ShipmentManifested};
+use choreo_outbox::Db;
+use choreo_payment::domain::{Account, CustomerId, Money, OrderId, PaymentState};
+use choreo_payment::{storage, PaymentHandler};
+use common::{deliver, deliver_with_retries, fresh_db, meta, outbox, registry, Kind};
+
+fn manifested(order_id: &str, customer: &str, amount_minor: i64) -> ShipmentManifested {
+    ShipmentManifested {
+        metadata: meta(order_id, "courier"),
+        shipment_id: format!("ship-{order_id}"),
+        carrier: "choreo-express".into(),
+        tracking_number: "T1".into(),
+        customer_id: customer.into(),
+        amount_minor,
+        currency: "EUR".into(),
+    }
+}
+
+fn cancelled(order_id: &str, reason: &str) -> OrderCancelled {
+    OrderCancelled {
+        metadata: meta(order_id, "order"),
+        reason: reason.into(),
+        detail: None,
+    }
+}
+
+async fn account(db: &Db, customer: &str, balance: i64, blocked: bool) {
+    let account = Account {
+        customer_id: CustomerId::parse(customer).unwrap(),
+        balance: Money::new("balance_minor", balance, "EUR").unwrap(),
+        blocked,
+    };
+    storage::put_account(db, &account).await.unwrap();
+}
+
+async fn balance(db: &Db, customer: &str) -> i64 {
+    storage::get_account(db, &CustomerId::parse(customer).unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .balance
+        .minor
+}
+
+async fn payment(db: &Db, order_id: &str) -> PaymentState {
+    storage::get_payment(db, &OrderId::parse(order_id).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn saga_steps(kind: Kind) {
+    let (db, _guard) = fresh_db(kind).await;
+    let registry = registry().await;
+    let handler = PaymentHandler::new(common::emitter(&registry), db.backend());
+    account(&db, "alice", 1000, false).await;
+    account(&db, "bob", 5, false).await;
+    account(&db, "mallory", 1_000_000, true).await;
+
+    // Capture, then a redelivered-but-new-id duplicate changes nothing.
+    let first = manifested("o1", "alice", 300);
+    deliver(&db, &handler, first.clone()).await.unwrap();
+    deliver(&db, &handler, first).await.unwrap(); // same event_id: inbox drops it
+    deliver(&db, &handler, manifested("o1", "alice", 300))
+        .await
+        .unwrap();
+    assert_eq!(balance(&db, "alice").await, 700);
+    let PaymentState::Captured(capture) = payment(&db, "o1").await else {
+        panic!("o1 not captured");
+    };
+    assert_eq!(capture.amount.minor, 300);
+
+    // Refund once, however often the cancellation arrives.
+    deliver(&db, &handler, cancelled("o1", reasons::TIMEOUT))
+        .await
+        .unwrap();
+    deliver(&db, &handler, cancelled("o1", reasons::TIMEOUT))
+        .await
+        .unwrap();
+    assert_eq!(balance(&db, "alice").await, 1000);
+    assert!(matches!(
+        payment(&db, "o1").await,
+        PaymentState::Refunded { .. }
+    ));
+
+    // Cancelled before the shipment: VOID, and the late charge takes nothing.
+    deliver(&db, &handler, cancelled("o2", reasons::OUT_OF_STOCK))
+        .await
+        .unwrap();
+    deliver(&db, &handler, manifested("o2", "alice", 100))
+        .await
+        .unwrap();
+    assert_eq!(payment(&db, "o2").await, PaymentState::Void);
+    assert_eq!(balance(&db, "alice").await, 1000);
+
+    // Failures decided by data.
+    deliver(&db, &handler, manifested("o3", "mallory", 10))
+        .await
+        .unwrap();
+    deliver(&db, &handler, manifested("o4", "bob", 10))
+        .await
+        .unwrap();
+    deliver(&db, &handler, manifested("o5", "nobody", 10))
+        .await
+        .unwrap();
+    assert_eq!(balance(&db, "mallory").await, 1_000_000);
+    assert_eq!(balance(&db, "bob").await, 5);
+    assert_eq!(payment(&db, "o3").await.status(), Some("FAILED"));
+
+    // Data that can never be charged goes to the DLQ, with no effect.
+    let err = deliver(&db, &handler, manifested("o6", "alice", -1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HandlerError::Permanent(_)), "{err}");
+    assert_eq!(payment(&db, "o6").await, PaymentState::None);
+
+    // The outbox holds exactly the events the table promises, in order.
+    let events = outbox(&db, &registry).await;
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| match e {
+            AnyEvent::Payments(PaymentsEvent::PaymentCompleted(p)) => {
+                assert!(uuid::Uuid::parse_str(&p.payment_id).is_ok());
+                assert_eq!(p.payment_id, capture.payment_id.as_str());
+                format!("{}:completed:{}", p.metadata.order_id, p.amount_minor)
+            }
+            AnyEvent::Payments(PaymentsEvent::PaymentRefunded(p)) => {
+                assert_eq!(p.payment_id, capture.payment_id.as_str());
+                format!(
+                    "{}:refunded:{}:{}",
+                    p.metadata.order_id, p.amount_minor, p.reason
+                )
+            }
+            AnyEvent::Payments(PaymentsEvent::PaymentFailed(p)) => {
+                format!("{}:failed:{}", p.metadata.order_id, p.reason)
+            }
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "o1:completed:300",
+            "o1:refunded:300:TIMEOUT",
+            "o3:failed:CUSTOMER_BLOCKED",
+            "o4:failed:INSUFFICIENT_FUNDS",
+            "o5:failed:INSUFFICIENT_FUNDS",
+        ]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.metadata().producer == "payment" && e.metadata().causation_id.is_some()));
+}
+
+#[tokio::test]
+async fn saga_steps_on_sqlite() {
+    saga_steps(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn saga_steps_on_postgres() {
+    saga_steps(Kind::Postgres).await;
+}
+
+/// Many orders of one customer charged and cancelled concurrently (on
+/// PostgreSQL really in parallel, through several connections): the
+/// balance never goes negative and initial = balance + Σ net charges.
+async fn money_is_conserved(kind: Kind) {
+    let (db, _guard) = fresh_db(kind).await;
+    let registry = registry().await;
+    let handler = Arc::new(PaymentHandler::new(
+        common::emitter(&registry),
+        db.backend(),
+    ));
+    account(&db, "alice", 1000, false).await;
+
+    let orders: Vec<String> = (0..24).map(|i| format!("c{i}")).collect();
+    let mut tasks = Vec::new();
+    for (i, order) in orders.iter().enumerate() {
+        let (db, handler, order) = (db.clone(), Arc::clone(&handler), order.clone());
+        tasks.push(tokio::spawn(async move {
+            // Every third order is also cancelled, racing its own charge.
+            let charge = deliver_with_retries(&db, &*handler, manifested(&order, "alice", 100));
+            if i % 3 == 0 {
+                let cancel =
+                    deliver_with_retries(&db, &*handler, cancelled(&order, reasons::TIMEOUT));
+                let (a, b) = tokio::join!(charge, cancel);
+                a.and(b)
+            } else {
+                charge.await
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+
+    let mut net = 0;
+    let mut captured = 0;
+    for order in &orders {
+        let state = payment(&db, order).await;
+        assert_ne!(state, PaymentState::None, "{order} has no payment");
+        net += state.net_charge_minor();
+        captured += i64::from(state.status() == Some("CAPTURED"));
+    }
+    let left = balance(&db, "alice").await;
+    assert!(left >= 0);
+    assert_eq!(left + net, 1000, "balance {left} + net charges {net}");
+    assert_eq!(net, captured * 100);
+    // 24 × 100 requested against 1000: at most 10 can stay charged.
+    assert!(captured <= 10, "{captured} captured");
+}
+
+#[tokio::test]
+async fn money_is_conserved_on_sqlite() {
+    money_is_conserved(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn money_is_conserved_on_postgres() {
+    money_is_conserved(Kind::Postgres).await;
+}
+
+async fn seeds_once(kind: Kind) {
+    let (db, _guard) = fresh_db(kind).await;
+    let missing = storage::seed_accounts_if_empty(&db, Path::new("/nonexistent/accounts.json"))
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("/nonexistent/accounts.json"),
+        "{missing}"
+    );
+
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/seed/accounts.json");
+    assert_eq!(
+        storage::seed_accounts_if_empty(&db, &seed).await.unwrap(),
+        4
+    );
+    assert_eq!(
+        storage::seed_accounts_if_empty(&db, &seed).await.unwrap(),
+        0
+    );
+    let mallory = storage::get_account(&db, &CustomerId::parse("mallory").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(mallory.blocked);
+    assert_eq!(balance(&db, "bob").await, 500);
+}
+
+#[tokio::test]
+async fn seeds_once_on_sqlite() {
+    seeds_once(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn seeds_once_on_postgres() {
+    seeds_once(Kind::Postgres).await;
+}
