@@ -82,21 +82,33 @@ async fn happy_path_confirms_charges_ships_and_mails_once() -> anyhow::Result<()
 
     let shipment = api.shipment(&id).await?.expect("a shipment");
     assert_eq!(shipment["status"], "MANIFESTED", "{shipment}");
-    assert!(shipment["tracking_number"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(shipment["tracking_number"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
 
     assert_eq!(balance(&api, "alice").await?, balance_before - 2_500);
     let payment = api.payment(&id).await?.expect("a payment");
     assert_eq!(payment["net_charge_minor"], 2_500, "{payment}");
 
     let mail = one_mail(&api, &id, "ORDER_CONFIRMED").await?;
-    assert!(mail.contains("alice@example.com"), "mail is addressed to the customer");
-    assert!(mail.contains(&format!("Message-ID: <{id}.ORDER_CONFIRMED@choreo>"))
-        || mail.contains(&format!("Message-Id: <{id}.ORDER_CONFIRMED@choreo>")), "{mail}");
+    assert!(
+        mail.contains("alice@example.com"),
+        "mail is addressed to the customer"
+    );
+    assert!(
+        mail.contains(&format!("Message-ID: <{id}.ORDER_CONFIRMED@choreo>"))
+            || mail.contains(&format!("Message-Id: <{id}.ORDER_CONFIRMED@choreo>")),
+        "{mail}"
+    );
 
     let notified = eventually("CustomerNotified on notifications", SAGA, || async {
-        let events =
-            topics::order_events(&stack.brokers(), &stack.registry_url(), "notifications", &id)
-                .await?;
+        let events = topics::order_events(
+            &stack.brokers(),
+            &stack.registry_url(),
+            "notifications",
+            &id,
+        )
+        .await?;
         Ok((!events.is_empty()).then_some(events))
     })
     .await?;
@@ -110,8 +122,17 @@ async fn happy_path_confirms_charges_ships_and_mails_once() -> anyhow::Result<()
         .as_array()
         .map(|t| t.iter().filter_map(|e| e["event_type"].as_str()).collect())
         .unwrap_or_default();
-    for step in ["OrderPlaced", "StockReserved", "ShipmentManifested", "PaymentCompleted", "OrderConfirmed"] {
-        assert!(timeline.contains(&step), "timeline has {step}: {timeline:?}");
+    for step in [
+        "OrderPlaced",
+        "StockReserved",
+        "ShipmentManifested",
+        "PaymentCompleted",
+        "OrderConfirmed",
+    ] {
+        assert!(
+            timeline.contains(&step),
+            "timeline has {step}: {timeline:?}"
+        );
     }
     stack.shutdown().await;
     Ok(())
@@ -133,7 +154,12 @@ async fn assert_cancelled_and_undone(
     reason: &str,
     before: Before<'_>,
 ) -> anyhow::Result<Value> {
-    let Before { sku, stock: stock_before, customer, balance: balance_before } = before;
+    let Before {
+        sku,
+        stock: stock_before,
+        customer,
+        balance: balance_before,
+    } = before;
     let order = api.wait_terminal(id, SAGA).await?;
     assert_eq!(order["status"], "CANCELLED", "{order}");
     assert_eq!(order["reason"], reason, "{order}");
@@ -144,12 +170,19 @@ async fn assert_cancelled_and_undone(
     })
     .await?;
     if let Some(shipment) = api.shipment(id).await? {
-        assert_ne!(shipment["status"], "MANIFESTED", "no active shipment: {shipment}");
+        assert_ne!(
+            shipment["status"], "MANIFESTED",
+            "no active shipment: {shipment}"
+        );
     }
     if let Some(payment) = api.payment(id).await? {
         assert_eq!(payment["net_charge_minor"], 0, "{payment}");
     }
-    assert_eq!(balance(api, customer).await?, balance_before, "no net charge");
+    assert_eq!(
+        balance(api, customer).await?,
+        balance_before,
+        "no net charge"
+    );
     assert_eq!(terminal_events(stack, id).await?, ["OrderCancelled"]);
     Ok(order)
 }
@@ -162,31 +195,104 @@ async fn every_compensation_ends_cancelled_with_nothing_held() -> anyhow::Result
     // Out of stock: nothing was ever reserved.
     let s = stock(&api, "SOLDOUT-0").await?;
     let b = balance(&api, "alice").await?;
-    let id = api.place_order(&order_body("alice", "SOLDOUT-0", 1, 100, "DE")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "OUT_OF_STOCK", Before { sku: "SOLDOUT-0", stock: s, customer: "alice", balance: b }).await?;
-    assert!(api.shipment(&id).await?.is_none(), "no shipment for an out-of-stock order");
+    let id = api
+        .place_order(&order_body("alice", "SOLDOUT-0", 1, 100, "DE"))
+        .await?;
+    assert_cancelled_and_undone(
+        &stack,
+        &api,
+        &id,
+        "OUT_OF_STOCK",
+        Before {
+            sku: "SOLDOUT-0",
+            stock: s,
+            customer: "alice",
+            balance: b,
+        },
+    )
+    .await?;
+    // The courier only ever saw the cancellation: a tombstone, no shipment.
+    let shipment = api.shipment(&id).await?;
+    assert!(
+        shipment.as_ref().is_none_or(|s| s["status"] == "VOID"),
+        "no shipment for an out-of-stock order: {shipment:?}"
+    );
 
     // Unserved country: reserved, manifest failed, released.
     let s = stock(&api, "GADGET-2").await?;
-    let id = api.place_order(&order_body("alice", "GADGET-2", 3, 700, "JP")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "SHIPPING_UNAVAILABLE", Before { sku: "GADGET-2", stock: s, customer: "alice", balance: b }).await?;
-    assert_eq!(api.shipment(&id).await?.expect("a shipment record")["status"], "FAILED");
+    let id = api
+        .place_order(&order_body("alice", "GADGET-2", 3, 700, "JP"))
+        .await?;
+    assert_cancelled_and_undone(
+        &stack,
+        &api,
+        &id,
+        "SHIPPING_UNAVAILABLE",
+        Before {
+            sku: "GADGET-2",
+            stock: s,
+            customer: "alice",
+            balance: b,
+        },
+    )
+    .await?;
+    assert_eq!(
+        api.shipment(&id).await?.expect("a shipment record")["status"],
+        "FAILED"
+    );
 
     // Insufficient funds: reserved, manifested, payment failed, shipment
     // cancelled, stock released.
     let s = stock(&api, "GIZMO-3").await?;
     let bob = balance(&api, "bob").await?;
-    let id = api.place_order(&order_body("bob", "GIZMO-3", 1, 10_000, "FR")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "PAYMENT_DECLINED", Before { sku: "GIZMO-3", stock: s, customer: "bob", balance: bob }).await?;
-    assert_eq!(api.shipment(&id).await?.expect("a shipment record")["status"], "CANCELLED");
-    assert_eq!(api.payment(&id).await?.expect("a payment record")["status"], "FAILED");
+    let id = api
+        .place_order(&order_body("bob", "GIZMO-3", 1, 10_000, "FR"))
+        .await?;
+    assert_cancelled_and_undone(
+        &stack,
+        &api,
+        &id,
+        "PAYMENT_DECLINED",
+        Before {
+            sku: "GIZMO-3",
+            stock: s,
+            customer: "bob",
+            balance: bob,
+        },
+    )
+    .await?;
+    assert_eq!(
+        api.shipment(&id).await?.expect("a shipment record")["status"],
+        "CANCELLED"
+    );
+    assert_eq!(
+        api.payment(&id).await?.expect("a payment record")["status"],
+        "FAILED"
+    );
 
     // Blocked customer: the same backward chain.
     let s = stock(&api, "GIZMO-3").await?;
     let m = balance(&api, "mallory").await?;
-    let id = api.place_order(&order_body("mallory", "GIZMO-3", 1, 100, "NL")).await?;
-    assert_cancelled_and_undone(&stack, &api, &id, "PAYMENT_DECLINED", Before { sku: "GIZMO-3", stock: s, customer: "mallory", balance: m }).await?;
-    assert_eq!(api.shipment(&id).await?.expect("a shipment record")["status"], "CANCELLED");
+    let id = api
+        .place_order(&order_body("mallory", "GIZMO-3", 1, 100, "NL"))
+        .await?;
+    assert_cancelled_and_undone(
+        &stack,
+        &api,
+        &id,
+        "PAYMENT_DECLINED",
+        Before {
+            sku: "GIZMO-3",
+            stock: s,
+            customer: "mallory",
+            balance: m,
+        },
+    )
+    .await?;
+    assert_eq!(
+        api.shipment(&id).await?.expect("a shipment record")["status"],
+        "CANCELLED"
+    );
 
     stack.shutdown().await;
     Ok(())
@@ -204,7 +310,9 @@ async fn deadline_cancels_and_a_late_courier_leaves_nothing_held() -> anyhow::Re
     let b = balance(&api, "alice").await?;
 
     stack.stop_service("courier", 0).await;
-    let id = api.place_order(&order_body("alice", "WIDGET-1", 1, 999, "DE")).await?;
+    let id = api
+        .place_order(&order_body("alice", "WIDGET-1", 1, 999, "DE"))
+        .await?;
     let order = api.wait_terminal(&id, SAGA).await?;
     assert_eq!(order["status"], "CANCELLED");
     assert_eq!(order["reason"], "TIMEOUT");
@@ -239,18 +347,40 @@ async fn customer_cancels_a_pending_order_but_not_a_confirmed_one() -> anyhow::R
     let mut stack = full_stack().await?;
     let api = Api::new(&stack);
 
-    let confirmed = api.place_order(&order_body("alice", "WIDGET-1", 1, 100, "GB")).await?;
-    assert_eq!(api.wait_terminal(&confirmed, SAGA).await?["status"], "CONFIRMED");
+    let confirmed = api
+        .place_order(&order_body("alice", "WIDGET-1", 1, 100, "GB"))
+        .await?;
+    assert_eq!(
+        api.wait_terminal(&confirmed, SAGA).await?["status"],
+        "CONFIRMED"
+    );
     let (status, body) = api.cancel(&confirmed).await?;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().is_some(), "409 explains itself: {body}");
+    assert!(
+        body["error"].as_str().is_some(),
+        "409 explains itself: {body}"
+    );
 
+    // The confirmed order's reservation is committed asynchronously; wait
+    // for it so the stock figures below are settled.
+    eventually("the confirmed order's stock committed", SAGA, || async {
+        Ok(api
+            .reservation(&confirmed)
+            .await?
+            .filter(|r| r["status"] == "COMMITTED"))
+    })
+    .await?;
     let s = stock(&api, "WIDGET-1").await?;
     stack.stop_service("courier", 0).await;
-    let pending = api.place_order(&order_body("alice", "WIDGET-1", 1, 100, "GB")).await?;
+    let pending = api
+        .place_order(&order_body("alice", "WIDGET-1", 1, 100, "GB"))
+        .await?;
     // Wait until the stock is reserved, so the cancel has something to undo.
     eventually("the reservation", SAGA, || async {
-        Ok((stock(&api, "WIDGET-1").await?.1 == s.1 + 1).then_some(()))
+        Ok(api
+            .reservation(&pending)
+            .await?
+            .filter(|r| r["status"] == "RESERVED"))
     })
     .await?;
     let (status, body) = api.cancel(&pending).await?;
@@ -283,7 +413,15 @@ async fn an_order_typed_into_kcat_as_json_completes() -> anyhow::Result<()> {
     })
     .to_string();
     let mut kcat = tokio::process::Command::new(choreo_testkit::kcat())
-        .args(["-b", &stack.brokers(), "-P", "-t", "order-requests", "-k", &id])
+        .args([
+            "-b",
+            &stack.brokers(),
+            "-P",
+            "-t",
+            "order-requests",
+            "-k",
+            &id,
+        ])
         .stdin(std::process::Stdio::piped())
         .spawn()?;
     {

@@ -41,7 +41,8 @@ impl KafkaSettings {
             if name == ENV_RAW {
                 for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
                     if let Some((k, v)) = pair.split_once('=') {
-                        self.overrides.insert(k.trim().to_owned(), v.trim().to_owned());
+                        self.overrides
+                            .insert(k.trim().to_owned(), v.trim().to_owned());
                     }
                 }
             } else if let Some(key) = name.strip_prefix(ENV_PREFIX) {
@@ -101,11 +102,14 @@ impl KafkaSettings {
     /// A consumer outside any group (CLI reads, tests): no commits.
     pub fn reader_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("group.id", format!("choreo-reader-{}", uuid::Uuid::new_v4()))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
-            .set("socket.nagle.disable", "true");
+        c.set(
+            "group.id",
+            format!("choreo-reader-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .set("socket.nagle.disable", "true");
         self.apply(c)
     }
 

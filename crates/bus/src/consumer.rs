@@ -136,7 +136,9 @@ pub struct Consumer<H> {
 
 impl<H> std::fmt::Debug for Consumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("spec", &self.spec).finish()
+        f.debug_struct("Consumer")
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -317,7 +319,10 @@ impl<H: Handler> Consumer<H> {
             let mut hdrs = OwnedHeaders::new();
             if let Some(original) = msg.headers() {
                 for h in original.iter() {
-                    hdrs = hdrs.insert(Header { key: h.key, value: h.value });
+                    hdrs = hdrs.insert(Header {
+                        key: h.key,
+                        value: h.value,
+                    });
                 }
             }
             let partition = msg.partition().to_string();
@@ -333,7 +338,10 @@ impl<H: Handler> Consumer<H> {
                 (headers::SERVICE, self.spec.service.as_str()),
                 (headers::FAILED_AT, failed_at.as_str()),
             ] {
-                hdrs = hdrs.insert(Header { key: k, value: Some(v.as_bytes()) });
+                hdrs = hdrs.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
             }
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.dlq_topic).headers(hdrs);

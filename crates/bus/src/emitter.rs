@@ -68,12 +68,8 @@ fn message(topic: &str, key: &str, event_type: &str, payload: Vec<u8>) -> Outbox
         key: key.to_owned(),
         payload,
         headers: vec![
-            (
-                headers::TRACEPARENT.to_owned(),
-                trace::outgoing().header(),
-            ),
+            (headers::TRACEPARENT.to_owned(), trace::outgoing().header()),
             (headers::EVENT_TYPE.to_owned(), event_type.to_owned()),
         ],
     }
 }
-

@@ -94,9 +94,8 @@ impl CommonSettings {
             .parse()
             .map_err(|e| format!("CHOREO_HTTP_ADDR: {e}"))?;
         let brokers = get("CHOREO_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into());
-        let data_dir = PathBuf::from(
-            get("CHOREO_DATA_DIR").unwrap_or_else(|| format!("./data/{service}")),
-        );
+        let data_dir =
+            PathBuf::from(get("CHOREO_DATA_DIR").unwrap_or_else(|| format!("./data/{service}")));
         let database_url = get("DATABASE_URL")
             .unwrap_or_else(|| format!("sqlite://{}/{service}.db", data_dir.display()));
         let retention = match get("CHOREO_RETENTION_SECS") {
@@ -158,9 +157,9 @@ impl Host {
 
     /// Binds the HTTP listener (port 0 picks a free one).
     pub async fn bind(&self) -> crate::Result<TcpListener> {
-        TcpListener::bind(self.settings.http_addr).await.map_err(|e| {
-            crate::Error::Config(format!("binding {}: {e}", self.settings.http_addr))
-        })
+        TcpListener::bind(self.settings.http_addr)
+            .await
+            .map_err(|e| crate::Error::Config(format!("binding {}: {e}", self.settings.http_addr)))
     }
 
     /// Runs consumer, relay, HTTP and retention until `shutdown`, then
@@ -223,8 +222,16 @@ impl Host {
         }
         front.cancel();
         for r in [
-            if consumer_task.is_finished() { None } else { Some(consumer_task.await) },
-            if http.is_finished() { None } else { Some(http.await) },
+            if consumer_task.is_finished() {
+                None
+            } else {
+                Some(consumer_task.await)
+            },
+            if http.is_finished() {
+                None
+            } else {
+                Some(http.await)
+            },
         ]
         .into_iter()
         .flatten()
@@ -246,9 +253,7 @@ impl Host {
     }
 }
 
-fn flatten(
-    r: Result<crate::Result<()>, tokio::task::JoinError>,
-) -> crate::Result<()> {
+fn flatten(r: Result<crate::Result<()>, tokio::task::JoinError>) -> crate::Result<()> {
     match r {
         Ok(inner) => inner,
         Err(e) => Err(crate::Error::Config(format!("task panicked: {e}"))),
@@ -273,7 +278,10 @@ async fn readyz(State(s): State<ProbeState>) -> (StatusCode, &'static str) {
     if s.readiness.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for partition assignment")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for partition assignment",
+        )
     }
 }
 

@@ -34,7 +34,9 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("service", &self.service).finish()
+        f.debug_struct("Relay")
+            .field("service", &self.service)
+            .finish()
     }
 }
 
@@ -93,10 +95,11 @@ impl Relay {
         // A broker that is already gone must not hold the process: what is
         // not acknowledged stays unpublished in the outbox for next time.
         let producer = self.producer.clone();
-        let flushed =
-            tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(2))))
-                .await
-                .map_err(|e| Error::Config(format!("flush task: {e}")))?;
+        let flushed = tokio::task::spawn_blocking(move || {
+            producer.flush(Timeout::After(Duration::from_secs(2)))
+        })
+        .await
+        .map_err(|e| Error::Config(format!("flush task: {e}")))?;
         if let Err(e) = flushed {
             warn!(service = %self.service, error = %e, "producer flush at shutdown incomplete");
         }
@@ -146,9 +149,12 @@ impl Relay {
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
-                Err((rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ), r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
                     record = r;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

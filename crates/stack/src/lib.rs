@@ -105,7 +105,10 @@ impl Stack {
     }
 
     pub fn service_url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}", self.config.ports.service(name).unwrap_or(0))
+        format!(
+            "http://127.0.0.1:{}",
+            self.config.ports.service(name).unwrap_or(0)
+        )
     }
 
     /// `http://…` of replica `index` of a service.
@@ -124,17 +127,20 @@ impl Stack {
             return Err(Error::MissingBinary(tansu.clone()));
         }
         let url = format!("tcp://127.0.0.1:{}", self.config.ports.broker);
+        // tansu resolves a sqlite:// path against its working directory,
+        // whatever the slashes, so it runs inside the broker's data folder.
+        let dir = absolute(&self.config.data_dir.join("broker"));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            what: format!("creating {}", dir.display()),
+            source: e,
+        })?;
         let storage = if self.config.memory_broker {
             "memory://tansu/".to_owned()
         } else {
-            let dir = self.config.data_dir.join("broker");
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-                what: format!("creating {}", dir.display()),
-                source: e,
-            })?;
-            format!("sqlite://{}", absolute(&dir.join("tansu.db")).display())
+            "sqlite:///tansu.db".to_owned()
         };
         let mut cmd = tokio::process::Command::new(tansu);
+        cmd.current_dir(&dir);
         cmd.args([
             "broker",
             "--listener-url",
@@ -196,7 +202,13 @@ impl Stack {
         let child = Child::spawn("registry", cmd, &self.config.log, &self.config.data_dir)?;
         self.registry = Some(child);
         let url = format!("{}/subjects", self.registry_url());
-        wait_http("registry", &url, Instant::now() + Duration::from_secs(30), self.registry.as_mut()).await
+        wait_http(
+            "registry",
+            &url,
+            Instant::now() + Duration::from_secs(30),
+            self.registry.as_mut(),
+        )
+        .await
     }
 
     pub async fn stop_registry(&mut self) {
@@ -265,10 +277,7 @@ impl Stack {
 
     pub async fn wait_service_ready(&mut self, name: &str, index: usize) -> Result<()> {
         let url = format!("{}/readyz", self.replica_url(name, index));
-        let child = self
-            .services
-            .get_mut(name)
-            .and_then(|r| r.get_mut(index));
+        let child = self.services.get_mut(name).and_then(|r| r.get_mut(index));
         wait_http(name, &url, Instant::now() + Duration::from_secs(60), child).await
     }
 
@@ -363,7 +372,9 @@ fn absolute(p: &std::path::Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
     } else {
-        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_owned())
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_owned())
     }
 }
 
@@ -379,7 +390,10 @@ async fn wait_tcp(
         }
         if let Some(c) = child.as_deref_mut() {
             if let Some(status) = c.exited() {
-                return Err(Error::Exited(what.to_owned(), format!("{status}; see its log")));
+                return Err(Error::Exited(
+                    what.to_owned(),
+                    format!("{status}; see its log"),
+                ));
             }
         }
         if Instant::now() > deadline {
@@ -409,7 +423,10 @@ async fn wait_http(
         }
         if let Some(c) = child.as_deref_mut() {
             if let Some(status) = c.exited() {
-                return Err(Error::Exited(what.to_owned(), format!("{status}; see its log")));
+                return Err(Error::Exited(
+                    what.to_owned(),
+                    format!("{status}; see its log"),
+                ));
             }
         }
         if Instant::now() > deadline {

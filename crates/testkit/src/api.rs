@@ -9,7 +9,13 @@ use serde_json::{json, Value};
 use crate::TestStack;
 
 /// An order request body with sensible defaults; tests change what matters.
-pub fn order_body(customer: &str, sku: &str, quantity: i64, unit_price_minor: i64, country: &str) -> Value {
+pub fn order_body(
+    customer: &str,
+    sku: &str,
+    quantity: i64,
+    unit_price_minor: i64,
+    country: &str,
+) -> Value {
     json!({
         "customer_id": customer,
         "customer_email": format!("{customer}@example.com"),
@@ -51,7 +57,12 @@ impl Api {
 
     /// `POST /orders`; returns the new order id.
     pub async fn place_order(&self, body: &Value) -> anyhow::Result<String> {
-        let r = self.http.post(format!("{}/orders", self.order)).json(body).send().await?;
+        let r = self
+            .http
+            .post(format!("{}/orders", self.order))
+            .json(body)
+            .send()
+            .await?;
         let status = r.status();
         let v: Value = r.json().await?;
         if status.as_u16() != 202 {
@@ -88,7 +99,11 @@ impl Api {
     }
 
     pub async fn cancel(&self, id: &str) -> anyhow::Result<(u16, Value)> {
-        let r = self.http.delete(format!("{}/orders/{id}", self.order)).send().await?;
+        let r = self
+            .http
+            .delete(format!("{}/orders/{id}", self.order))
+            .send()
+            .await?;
         let status = r.status().as_u16();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
@@ -107,11 +122,26 @@ impl Api {
         ok_json(r).await
     }
 
+    /// `GET /reservations/{order_id}` on inventory; `None` on 404.
+    pub async fn reservation(&self, order_id: &str) -> anyhow::Result<Option<Value>> {
+        get_optional(
+            &self.http,
+            &format!("{}/reservations/{order_id}", self.inventory),
+        )
+        .await
+    }
+
     pub async fn account(&self, customer: &str) -> anyhow::Result<Value> {
         get_json(&self.http, &format!("{}/accounts/{customer}", self.payment)).await
     }
 
-    pub async fn set_account(&self, customer: &str, balance_minor: i64, currency: &str, blocked: bool) -> anyhow::Result<Value> {
+    pub async fn set_account(
+        &self,
+        customer: &str,
+        balance_minor: i64,
+        currency: &str,
+        blocked: bool,
+    ) -> anyhow::Result<Value> {
         let r = self
             .http
             .put(format!("{}/accounts/{customer}", self.payment))
@@ -128,7 +158,11 @@ impl Api {
 
     /// `GET /shipments/{order_id}`; `None` on 404.
     pub async fn shipment(&self, order_id: &str) -> anyhow::Result<Option<Value>> {
-        get_optional(&self.http, &format!("{}/shipments/{order_id}", self.courier)).await
+        get_optional(
+            &self.http,
+            &format!("{}/shipments/{order_id}", self.courier),
+        )
+        .await
     }
 
     pub async fn notifications(&self, order_id: &str) -> anyhow::Result<Vec<Value>> {
@@ -160,11 +194,21 @@ impl Api {
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
-    ok_json(http.get(url).send().await.with_context(|| format!("GET {url}"))?).await
+    ok_json(
+        http.get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?,
+    )
+    .await
 }
 
 async fn get_optional(http: &reqwest::Client, url: &str) -> anyhow::Result<Option<Value>> {
-    let r = http.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    let r = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
     if r.status().as_u16() == 404 {
         return Ok(None);
     }

@@ -121,7 +121,9 @@ pub async fn place(stack: &TestStack, api: &Api, spec: &LoadSpec) -> anyhow::Res
                     let payload = cmd.to_string();
                     producer
                         .send(
-                            FutureRecord::to("order-requests").key(&id).payload(&payload),
+                            FutureRecord::to("order-requests")
+                                .key(&id)
+                                .payload(&payload),
                             Duration::from_secs(30),
                         )
                         .await
@@ -143,7 +145,11 @@ pub async fn place(stack: &TestStack, api: &Api, spec: &LoadSpec) -> anyhow::Res
     results.into_iter().collect()
 }
 
-async fn post_with_retry(http: &reqwest::Client, order_url: &str, body: &Value) -> anyhow::Result<String> {
+async fn post_with_retry(
+    http: &reqwest::Client,
+    order_url: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
     let key = uuid::Uuid::new_v4().to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -162,7 +168,11 @@ async fn post_with_retry(http: &reqwest::Client, order_url: &str, body: &Value) 
                     .context("no order_id");
             }
             Ok(r) if r.status().is_client_error() => {
-                bail!("POST /orders refused: {} {}", r.status(), r.text().await.unwrap_or_default());
+                bail!(
+                    "POST /orders refused: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
             }
             _ if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -175,13 +185,20 @@ async fn post_with_retry(http: &reqwest::Client, order_url: &str, body: &Value) 
 
 /// Waits until every order is terminal; returns each order's final JSON.
 /// Tolerates the Order service restarting meanwhile.
-pub async fn wait_terminal(api: &Api, placed: &[Placed], timeout: Duration) -> anyhow::Result<HashMap<String, Value>> {
+pub async fn wait_terminal(
+    api: &Api,
+    placed: &[Placed],
+    timeout: Duration,
+) -> anyhow::Result<HashMap<String, Value>> {
     let deadline = Instant::now() + timeout;
     let results = stream::iter(placed.iter())
         .map(|p| async move {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match api.wait_terminal(&p.order_id, left.min(Duration::from_secs(20))).await {
+                match api
+                    .wait_terminal(&p.order_id, left.min(Duration::from_secs(20)))
+                    .await
+                {
                     Ok(v) => return Ok((p.order_id.clone(), v)),
                     Err(e) if Instant::now() >= deadline => {
                         return Err(e.context(format!("order {} ({:?})", p.order_id, p.outcome)))
@@ -202,11 +219,15 @@ pub fn assert_outcomes(placed: &[Placed], finals: &HashMap<String, Value>) {
     for p in placed {
         let v = &finals[&p.order_id];
         let (status, reason) = p.outcome.expected();
-        let ok = v["status"] == status
-            && reason.is_none_or(|r| v["reason"] == r);
+        let ok = v["status"] == status && reason.is_none_or(|r| v["reason"] == r);
         if !ok {
             wrong.push(format!("{} {:?}: {}", p.order_id, p.outcome, v));
         }
     }
-    assert!(wrong.is_empty(), "{} orders ended wrongly:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} orders ended wrongly:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
