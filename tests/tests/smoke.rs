@@ -33,7 +33,10 @@ async fn avro_round_trip_through_registry_and_broker() -> anyhow::Result<()> {
     .await?
     .json()
     .await?;
-    assert_eq!(registered["id"], id, "schema id in the bytes is the registered one");
+    assert_eq!(
+        registered["id"], id,
+        "schema id in the bytes is the registered one"
+    );
 
     let kafka = KafkaSettings::new(stack.brokers());
     let producer: FutureProducer = kafka.producer_config().create()?;
@@ -49,9 +52,7 @@ async fn avro_round_trip_through_registry_and_broker() -> anyhow::Result<()> {
     consumer.subscribe(&["orders"])?;
     let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
     assert_eq!(msg.key(), Some(order_id.as_bytes()));
-    let decoded = codec
-        .decode("orders", "orders/0/0", msg.payload())
-        .await?;
+    let decoded = codec.decode("orders", "orders/0/0", msg.payload()).await?;
     assert_eq!(decoded, event.clone().into_any());
     Ok(())
 }
@@ -59,9 +60,20 @@ async fn avro_round_trip_through_registry_and_broker() -> anyhow::Result<()> {
 #[tokio::test]
 async fn kcat_wrapper_produces_and_consumes() -> anyhow::Result<()> {
     let stack = TestStack::builder().memory_broker(true).start().await?;
-    let line = format!(r#"{{"type":"CancelOrder","order_id":"{}"}}"#, uuid::Uuid::new_v4());
+    let line = format!(
+        r#"{{"type":"CancelOrder","order_id":"{}"}}"#,
+        uuid::Uuid::new_v4()
+    );
     let mut produce = tokio::process::Command::new(choreo_testkit::kcat())
-        .args(["-b", &stack.brokers(), "-P", "-t", "order-requests", "-k", "k1"])
+        .args([
+            "-b",
+            &stack.brokers(),
+            "-P",
+            "-t",
+            "order-requests",
+            "-k",
+            "k1",
+        ])
         .stdin(std::process::Stdio::piped())
         .spawn()?;
     {
@@ -76,14 +88,29 @@ async fn kcat_wrapper_produces_and_consumes() -> anyhow::Result<()> {
         Duration::from_secs(30),
         tokio::process::Command::new(choreo_testkit::kcat())
             .args([
-                "-b", &stack.brokers(), "-C", "-t", "order-requests", "-o", "beginning", "-e",
-                "-f", "%k %s\n",
+                "-b",
+                &stack.brokers(),
+                "-C",
+                "-t",
+                "order-requests",
+                "-o",
+                "beginning",
+                "-e",
+                "-f",
+                "%k %s\n",
             ])
             .output(),
     )
     .await??;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "kcat -C failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("k1 {line}")), "kcat read back: {stdout}");
+    assert!(
+        out.status.success(),
+        "kcat -C failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("k1 {line}")),
+        "kcat read back: {stdout}"
+    );
     Ok(())
 }

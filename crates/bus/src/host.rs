@@ -146,6 +146,9 @@ impl Host {
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
             crate::Error::Config(format!("creating {}: {e}", settings.data_dir.display()))
         })?;
+        // The recorder must exist before the first counter is touched, or
+        // everything counted before the first scrape is lost.
+        let _ = choreo_telemetry::Metrics::global();
         let db = Db::connect(&settings.database_url).await?;
         let codec = Arc::new(Codec::new(&settings.registry_url));
         Ok(Host {

@@ -4,26 +4,25 @@
 
 use anyhow::Context;
 
+use crate::Connection;
+
+/// `--brokers` and `--registry` are the global flags ([`Connection`]).
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
-    #[arg(long, env = "CHOREO_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    #[arg(long, env = "CHOREO_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
-    pub registry: String,
     /// Keep trying this long while the broker or registry is still starting.
     #[arg(long, default_value = "120")]
     pub wait_secs: u64,
 }
 
-pub async fn run(args: InitArgs) -> anyhow::Result<()> {
+pub async fn run(conn: &Connection, args: InitArgs) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_secs);
     let topics = retry(deadline, "creating topics", || {
-        choreo_stack::create_topics(&args.brokers)
+        choreo_stack::create_topics(&conn.brokers)
     })
     .await?;
     println!("topics: {}", topics.join(", "));
     let ids = retry(deadline, "registering schemas", || {
-        choreo_stack::register_schemas(&args.registry)
+        choreo_stack::register_schemas(&conn.registry)
     })
     .await?;
     for (subject, id) in ids {

@@ -76,7 +76,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 fn print_endpoints(stack: &Stack, took: std::time::Duration) {
     let c = &stack.config;
     println!();
-    println!("choreo is up ({:.1}s). Data in {}", took.as_secs_f64(), c.data_dir.display());
+    println!(
+        "choreo is up ({:.1}s). Data in {}",
+        took.as_secs_f64(),
+        c.data_dir.display()
+    );
     println!("  broker (Kafka API)   {}", stack.brokers());
     println!("  schema registry      {}", stack.registry_url());
     for name in &c.services {

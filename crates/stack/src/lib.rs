@@ -150,7 +150,10 @@ impl Stack {
             "--storage-engine",
             &storage,
         ])
-        .env("RUST_LOG", "warn");
+        .env(
+            "RUST_LOG",
+            std::env::var("CHOREO_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         let child = Child::spawn("broker", cmd, &self.config.log, &self.config.data_dir)?;
         self.broker = Some(child);
         self.wait_broker().await

@@ -92,15 +92,20 @@ impl LoadSpec {
 /// Places the orders concurrently; retries HTTP placements (same
 /// idempotency key) for up to two minutes so a restarting Order service
 /// does not lose them.
-pub async fn place(stack: &TestStack, api: &Api, spec: &LoadSpec) -> anyhow::Result<Vec<Placed>> {
-    let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
+pub async fn place(stack: &TestStack, spec: &LoadSpec) -> anyhow::Result<Vec<Placed>> {
+    place_at(&stack.brokers(), &stack.service_url("order"), spec).await
+}
+
+/// [`place`] given only the addresses, so the caller may restart parts of
+/// the stack while orders are being placed.
+pub async fn place_at(brokers: &str, order_url: &str, spec: &LoadSpec) -> anyhow::Result<Vec<Placed>> {
+    let producer: FutureProducer = choreo_bus::KafkaSettings::new(brokers)
         .producer_config()
         .create()?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let order_url = stack.service_url("order");
-    let _ = api;
+    let order_url = order_url.to_owned();
     let results = stream::iter(0..spec.orders)
         .map(|i| {
             let outcome = if spec.mixed {

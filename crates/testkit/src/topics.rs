@@ -121,3 +121,55 @@ pub async fn order_events(
         .filter(|e| e.metadata().order_id == order_id)
         .collect())
 }
+
+/// Topics each service's consumer group reads.
+pub const GROUP_TOPICS: [(&str, &[&str]); 5] = [
+    ("order", &["order-requests", "inventory", "shipments", "payments"]),
+    ("inventory", &["orders", "shipments"]),
+    ("courier", &["inventory", "payments", "orders"]),
+    ("payment", &["shipments", "orders"]),
+    ("communication", &["orders"]),
+];
+
+/// Total lag (high watermark − committed offset) of a group over its topics.
+pub async fn group_lag(brokers: &str, group: &str, topics: &[&str]) -> anyhow::Result<i64> {
+    let brokers = brokers.to_owned();
+    let group = group.to_owned();
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = KafkaSettings::new(&brokers).consumer_config(&group).create()?;
+        let timeout = Duration::from_secs(10);
+        let mut tpl = TopicPartitionList::new();
+        for t in &topics {
+            for p in 0..choreo_events::Topic::PARTITIONS {
+                tpl.add_partition(t, p);
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        let mut lag = 0;
+        for e in committed.elements() {
+            let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            lag += (high - at).max(0);
+        }
+        Ok(lag)
+    })
+    .await?
+}
+
+/// Waits until every service group has committed up to the end of its
+/// topics: everything produced so far has been processed.
+pub async fn wait_groups_caught_up(brokers: &str, timeout: Duration) -> anyhow::Result<()> {
+    crate::eventually("every consumer group to catch up", timeout, || async {
+        for (group, topics) in GROUP_TOPICS {
+            if group_lag(brokers, group, topics).await? > 0 {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await
+}
