@@ -38,6 +38,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use crate::Connection;
+
 /// Deliveries (consumer receptions) one happy-path saga causes: PlaceOrder
 /// (order), OrderPlaced (inventory, courier, payment, communication),
 /// StockReserved (order, courier), ShipmentManifested (order, payment),
@@ -92,10 +94,6 @@ pub struct BenchArgs {
     /// Write the full report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    #[arg(long, env = "CHOREO_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    #[arg(long, env = "CHOREO_REGISTRY_URL", default_value = "http://127.0.0.1:8081")]
-    pub registry: String,
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub order_url: String,
     #[arg(long, default_value = "http://127.0.0.1:8082")]
@@ -130,11 +128,13 @@ struct Target {
     _stack: Option<(Stack, tempfile::TempDir)>,
 }
 
-pub async fn run(args: BenchArgs, out: &mut (impl Write + Send)) -> anyhow::Result<Value> {
+/// Runs the benchmark; `conn` is the running stack's broker and registry
+/// when `--target-running` is given.
+pub async fn run(conn: &Connection, args: BenchArgs, out: &mut impl Write) -> anyhow::Result<Value> {
     if !(0.0..=1.0).contains(&args.fail_share) {
         bail!("--fail-share must be between 0 and 1");
     }
-    let target = target(&args).await?;
+    let target = target(conn, &args).await?;
     seed(&target).await.context("seeding stock and balances")?;
 
     let ceiling = if args.ceiling_messages > 0 {
@@ -186,11 +186,11 @@ pub async fn run(args: BenchArgs, out: &mut (impl Write + Send)) -> anyhow::Resu
     Ok(report)
 }
 
-async fn target(args: &BenchArgs) -> anyhow::Result<Target> {
+async fn target(conn: &Connection, args: &BenchArgs) -> anyhow::Result<Target> {
     if args.target_running {
         return Ok(Target {
-            brokers: args.brokers.clone(),
-            registry: args.registry.clone(),
+            brokers: conn.brokers.clone(),
+            registry: conn.registry.clone(),
             order: args.order_url.clone(),
             inventory: args.inventory_url.clone(),
             payment: args.payment_url.clone(),
@@ -409,7 +409,6 @@ impl Driver<'_> {
     }
 }
 
-#[derive(Default)]
 struct TrackerState {
     pending: HashMap<String, Pending>,
     /// Terminal events for orders not yet registered (HTTP answers race the
@@ -440,10 +439,20 @@ struct Tracker(Arc<Mutex<TrackerState>>);
 
 impl Tracker {
     async fn start(kafka: &KafkaSettings, codec: Arc<Codec>) -> anyhow::Result<Tracker> {
+        // Microseconds, up to an hour, three significant digits.
         let state = TrackerState {
+            pending: HashMap::new(),
+            early_terminal: HashMap::new(),
+            early_notified: HashMap::new(),
             terminal: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
             notified: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
-            ..Default::default()
+            placed: 0,
+            completed: 0,
+            confirmed: 0,
+            cancelled: 0,
+            completed_total: 0,
+            first_placed: None,
+            last_completed: None,
         };
         let tracker = Tracker(Arc::new(Mutex::new(state)));
         let consumer: StreamConsumer = kafka.reader_config().create()?;

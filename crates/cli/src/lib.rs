@@ -26,6 +26,7 @@
 //! - [`watch`], [`trace`] (with `stuck`), [`wire`] (`encode` / `decode`),
 //!   [`dlq`], [`order`], [`reconcile`]: the commands.
 
+pub mod bench;
 pub mod conn;
 pub mod decode;
 pub mod dlq;

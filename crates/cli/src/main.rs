@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use choreo_cli::dlq::DlqCommand;
 use choreo_cli::order::OrderCommand;
 use choreo_cli::output::Progress;
-use choreo_cli::{dlq, init, order, reconcile, trace, up, watch, wire, Connection, Output};
+use choreo_cli::{bench, dlq, init, order, reconcile, trace, up, watch, wire, Connection, Output};
 use clap::{Parser, Subcommand};
 
 /// choreo: a choreographed purchase saga over Kafka.
@@ -44,6 +44,8 @@ enum Command {
     Order(OrderCommand),
     /// Check the saga's invariants across every service and topic.
     Reconcile(reconcile::ReconcileArgs),
+    /// Saga throughput and latency against a fresh (or running) stack.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -74,6 +76,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let command = match cli.command {
         Command::Up(args) => return up::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Init(args) => return init::run(&conn, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => {
+            return bench::run(&conn, args, &mut std::io::stdout())
+                .await
+                .map(|_| ExitCode::SUCCESS)
+        }
         other => other,
     };
     let stdout = std::io::stdout();
@@ -86,7 +93,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     match command {
-        Command::Up(_) | Command::Init(_) => unreachable!("handled above"),
+        Command::Up(_) | Command::Init(_) | Command::Bench(_) => unreachable!("handled above"),
         Command::Watch(args) => {
             watch::run(&conn, &args, output, &mut out).await?;
         }
