@@ -51,7 +51,10 @@ async fn assert_invariants(stack: &TestStack, expect_dlq: usize) -> anyhow::Resu
         report
             .violations
             .iter()
-            .map(|v| format!("{:?} order={:?} subject={:?}: {}", v.check, v.order_id, v.subject, v.detail))
+            .map(|v| format!(
+                "{:?} order={:?} subject={:?}: {}",
+                v.check, v.order_id, v.subject, v.detail
+            ))
             .collect::<Vec<_>>()
             .join("\n")
     );
@@ -69,15 +72,19 @@ async fn run_load(stack: &TestStack, spec: LoadSpec) -> anyhow::Result<Vec<Place
 /// Waits until the Order service knows at least `n` orders.
 async fn orders_exist(api_order_url: &str, n: usize) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    eventually(&format!("{n} orders to exist"), Duration::from_secs(120), || async {
-        let v: Value = http
-            .get(format!("{api_order_url}/orders?limit=500"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok((v["orders"].as_array().map_or(0, Vec::len) >= n).then_some(()))
-    })
+    eventually(
+        &format!("{n} orders to exist"),
+        Duration::from_secs(120),
+        || async {
+            let v: Value = http
+                .get(format!("{api_order_url}/orders?limit=500"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok((v["orders"].as_array().map_or(0, Vec::len) >= n).then_some(()))
+        },
+    )
     .await
 }
 
@@ -188,17 +195,22 @@ async fn redelivered_events_have_no_second_effect() -> anyhow::Result<()> {
     assert_invariants(&stack, 0).await?;
     topics::wait_groups_caught_up(&stack.brokers(), SETTLE).await?;
     let api = Api::new(&stack);
-    let mails_before: usize = std::fs::read_dir(stack.service_data_dir("communication").join("mail"))?.count();
+    let mails_before: usize =
+        std::fs::read_dir(stack.service_data_dir("communication").join("mail"))?.count();
 
     // Re-produce every saga event byte for byte: same event_ids.
-    let producer: FutureProducer =
-        choreo_bus::KafkaSettings::new(stack.brokers()).producer_config().create()?;
+    let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
+        .producer_config()
+        .create()?;
     let mut replayed = 0;
     for topic in ["orders", "inventory", "shipments", "payments"] {
         for r in topics::read_all(&stack.brokers(), topic).await? {
             let mut headers = OwnedHeaders::new();
             for (k, v) in &r.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
             }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
             if let Some(k) = &r.key {
@@ -207,7 +219,10 @@ async fn redelivered_events_have_no_second_effect() -> anyhow::Result<()> {
             if let Some(p) = &r.payload {
                 record = record.payload(p);
             }
-            producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)?;
             replayed += 1;
         }
     }
@@ -217,11 +232,15 @@ async fn redelivered_events_have_no_second_effect() -> anyhow::Result<()> {
     topics::wait_groups_caught_up(&stack.brokers(), SETTLE).await?;
     for service in choreo_events::SERVICES {
         let d = duplicates(&stack.service_url(service)).await?;
-        assert!(d > 0.0, "{service} saw the redelivered events as duplicates ({d})");
+        assert!(
+            d > 0.0,
+            "{service} saw the redelivered events as duplicates ({d})"
+        );
     }
     let report = assert_invariants(&stack, 0).await?;
     assert_eq!(report.orders, 60);
-    let mails_after: usize = std::fs::read_dir(stack.service_data_dir("communication").join("mail"))?.count();
+    let mails_after: usize =
+        std::fs::read_dir(stack.service_data_dir("communication").join("mail"))?.count();
     assert_eq!(mails_after, mails_before, "no second mail");
     let _ = api;
     stack.shutdown().await;
@@ -231,13 +250,17 @@ async fn redelivered_events_have_no_second_effect() -> anyhow::Result<()> {
 #[tokio::test]
 async fn poison_messages_go_to_the_right_dlq_and_nothing_stalls() -> anyhow::Result<()> {
     let stack = TestStack::builder().all_services().start().await?;
-    let producer: FutureProducer =
-        choreo_bus::KafkaSettings::new(stack.brokers()).producer_config().create()?;
+    let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
+        .producer_config()
+        .create()?;
     let send = |topic: &'static str, key: &'static str, payload: Vec<u8>| {
         let producer = producer.clone();
         async move {
             producer
-                .send(FutureRecord::to(topic).key(key).payload(&payload), Duration::from_secs(30))
+                .send(
+                    FutureRecord::to(topic).key(key).payload(&payload),
+                    Duration::from_secs(30),
+                )
                 .await
                 .map_err(|(e, _)| e)
         }
@@ -246,14 +269,29 @@ async fn poison_messages_go_to_the_right_dlq_and_nothing_stalls() -> anyhow::Res
     // each dead-letter it.
     send("orders", "poison-garbage", b"\x07not avro at all".to_vec()).await?;
     // An unknown schema id on `payments`: order and courier.
-    send("payments", "poison-unknown-id", vec![0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3]).await?;
+    send(
+        "payments",
+        "poison-unknown-id",
+        vec![0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3],
+    )
+    .await?;
     // JSON that is not a PlaceOrder, and a PlaceOrder with invalid data,
     // on `order-requests`: order.
-    send("order-requests", "poison-json", br#"{"hello":"world"}"#.to_vec()).await?;
+    send(
+        "order-requests",
+        "poison-json",
+        br#"{"hello":"world"}"#.to_vec(),
+    )
+    .await?;
     let mut bad = order_body("alice", "WIDGET-1", 0, 100, "DE");
     bad["type"] = json!("PlaceOrder");
     bad["order_id"] = json!(uuid::Uuid::new_v4().to_string());
-    send("order-requests", "poison-invalid", bad.to_string().into_bytes()).await?;
+    send(
+        "order-requests",
+        "poison-invalid",
+        bad.to_string().into_bytes(),
+    )
+    .await?;
 
     // Orders placed after the poison complete.
     run_load(&stack, LoadSpec::mixed(20)).await?;
@@ -263,14 +301,21 @@ async fn poison_messages_go_to_the_right_dlq_and_nothing_stalls() -> anyhow::Res
         ("courier", &["poison-garbage", "poison-unknown-id"]),
         ("payment", &["poison-garbage"]),
         ("communication", &["poison-garbage"]),
-        ("order", &["poison-unknown-id", "poison-json", "poison-invalid"]),
+        (
+            "order",
+            &["poison-unknown-id", "poison-json", "poison-invalid"],
+        ),
     ];
     for (service, keys) in expected {
         let dlq = choreo_events::dlq_topic(service);
-        let records = eventually(&format!("{} records on {dlq}", keys.len()), SETTLE, || async {
-            let r = topics::read_all(&stack.brokers(), &dlq).await?;
-            Ok((r.len() >= keys.len()).then_some(r))
-        })
+        let records = eventually(
+            &format!("{} records on {dlq}", keys.len()),
+            SETTLE,
+            || async {
+                let r = topics::read_all(&stack.brokers(), &dlq).await?;
+                Ok((r.len() >= keys.len()).then_some(r))
+            },
+        )
         .await?;
         assert_eq!(records.len(), keys.len(), "{dlq}: {records:?}");
         for key in keys {
@@ -281,7 +326,10 @@ async fn poison_messages_go_to_the_right_dlq_and_nothing_stalls() -> anyhow::Res
             let reason = r.header("choreo.error").unwrap_or_default();
             assert!(!reason.is_empty(), "{dlq}/{key} has a reason");
             let source = r.header("choreo.source.topic").unwrap_or_default();
-            assert!(["orders", "payments", "order-requests"].contains(&source), "{source}");
+            assert!(
+                ["orders", "payments", "order-requests"].contains(&source),
+                "{source}"
+            );
             assert!(r.header("choreo.source.offset").is_some());
             assert_eq!(r.header("choreo.service"), Some(service));
             let reason_l = reason.to_lowercase();
@@ -296,7 +344,10 @@ async fn poison_messages_go_to_the_right_dlq_and_nothing_stalls() -> anyhow::Res
         }
     }
     let report = assert_invariants(&stack, 8).await?;
-    assert_eq!(report.dead_letters, 8, "exactly the poison messages are dead letters");
+    assert_eq!(
+        report.dead_letters, 8,
+        "exactly the poison messages are dead letters"
+    );
     stack.shutdown().await;
     Ok(())
 }
@@ -326,7 +377,10 @@ async fn race_for_the_last_ten_units() -> anyhow::Result<()> {
     };
     let ids = futures::future::try_join_all((0..50).map(|_| {
         let api = api.clone();
-        async move { api.place_order(&order_body("alice", "LIMITED-9", 1, 100, "DE")).await }
+        async move {
+            api.place_order(&order_body("alice", "LIMITED-9", 1, 100, "DE"))
+                .await
+        }
     }))
     .await?;
     let mut confirmed = 0;
@@ -348,7 +402,10 @@ async fn race_for_the_last_ten_units() -> anyhow::Result<()> {
         Ok((s["committed"] == 10).then_some(s))
     })
     .await?;
-    assert_eq!((end["available"].as_i64(), end["reserved"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(
+        (end["available"].as_i64(), end["reserved"].as_i64()),
+        (Some(0), Some(0))
+    );
     assert_invariants(&stack, 0).await?;
     stack.shutdown().await;
     Ok(())
@@ -396,7 +453,10 @@ async fn replicas_on_postgres_survive_losing_one() -> anyhow::Result<()> {
         let twice: Vec<_> = ids.iter().filter(|(_, v)| v.len() > 1).collect();
         assert!(twice.is_empty(), "decided twice on {topic}: {twice:?}");
         let republished = events.len() - ids.values().map(HashSet::len).sum::<usize>();
-        eprintln!("{topic}: {} events, {republished} republished copies", events.len());
+        eprintln!(
+            "{topic}: {} events, {republished} republished copies",
+            events.len()
+        );
     }
     stack.shutdown().await;
     inventory_db.drop_database().await;
@@ -405,20 +465,23 @@ async fn replicas_on_postgres_survive_losing_one() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused() -> anyhow::Result<()> {
+async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused(
+) -> anyhow::Result<()> {
     let stack = TestStack::builder().all_services().start().await?;
     let api = Api::new(&stack);
     let subject = "orders-io.choreo.orders.OrderPlaced";
     let http = reqwest::Client::new();
-    let mut v2: Value = serde_json::from_str(
-        <choreo_events::OrderPlaced as choreo_events::Event>::avsc(),
-    )?;
+    let mut v2: Value =
+        serde_json::from_str(<choreo_events::OrderPlaced as choreo_events::Event>::avsc())?;
     v2["fields"].as_array_mut().unwrap().push(json!({
         "name": "gift_message", "type": ["null", "string"], "default": null,
         "doc": "Added in v2: a message to print on the packing slip."
     }));
     let r = http
-        .post(format!("{}/subjects/{subject}/versions", stack.registry_url()))
+        .post(format!(
+            "{}/subjects/{subject}/versions",
+            stack.registry_url()
+        ))
         .header("content-type", "application/vnd.schemaregistry.v1+json")
         .json(&json!({"schema": v2.to_string()}))
         .send()
@@ -434,12 +497,19 @@ async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused()
         metadata: choreo_events::EventMetadata::new(&order_id, "order", None),
         customer_id: "alice".into(),
         customer_email: "alice@example.com".into(),
-        items: vec![choreo_events::OrderLine { sku: "GADGET-2".into(), quantity: 1, unit_price_minor: 100 }],
+        items: vec![choreo_events::OrderLine {
+            sku: "GADGET-2".into(),
+            quantity: 1,
+            unit_price_minor: 100,
+        }],
         total_minor: 100,
         currency: "EUR".into(),
         shipping_address: choreo_events::Address {
-            name: "Ada".into(), line1: "1 Way".into(), city: "Berlin".into(),
-            postal_code: "10115".into(), country: "DE".into(),
+            name: "Ada".into(),
+            line1: "1 Way".into(),
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
         },
     };
     // The record as v1 sees it, plus the field v2 added (last, as in v2).
@@ -457,10 +527,14 @@ async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused()
     bytes.extend_from_slice(&id.to_be_bytes());
     #[allow(deprecated)] // the plain datum writer is what a foreign producer uses
     bytes.extend(apache_avro::to_avro_datum(&schema, avro)?);
-    let producer: FutureProducer =
-        choreo_bus::KafkaSettings::new(stack.brokers()).producer_config().create()?;
+    let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
+        .producer_config()
+        .create()?;
     producer
-        .send(FutureRecord::to("orders").key(&order_id).payload(&bytes), Duration::from_secs(30))
+        .send(
+            FutureRecord::to("orders").key(&order_id).payload(&bytes),
+            Duration::from_secs(30),
+        )
         .await
         .map_err(|(e, _)| e)?;
     let reservation = eventually("inventory to reserve the v2 order", SETTLE, || async {
@@ -469,7 +543,13 @@ async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused()
     .await?;
     assert_eq!(reservation["status"], "RESERVED", "{reservation}");
     let reserved = eventually("StockReserved for the v2 order", SETTLE, || async {
-        let e = topics::order_events(&stack.brokers(), &stack.registry_url(), "inventory", &order_id).await?;
+        let e = topics::order_events(
+            &stack.brokers(),
+            &stack.registry_url(),
+            "inventory",
+            &order_id,
+        )
+        .await?;
         Ok((!e.is_empty()).then_some(e))
     })
     .await?;
@@ -481,7 +561,10 @@ async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused()
         "name": "loyalty_tier", "type": "string", "doc": "no default"
     }));
     let r = http
-        .post(format!("{}/subjects/{subject}/versions", stack.registry_url()))
+        .post(format!(
+            "{}/subjects/{subject}/versions",
+            stack.registry_url()
+        ))
         .json(&json!({"schema": bad.to_string()}))
         .send()
         .await?;

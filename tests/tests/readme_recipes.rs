@@ -1,7 +1,7 @@
 //! The README's "Follow a purchase" recipes, run as written against a live
 //! stack, so the documentation cannot drift from the code.
 //!
-//! The recipes are the ```` ```sh ```` blocks of `crates/cli/README-section.md`
+//! The recipes are the ```` ```sh ```` blocks of `README.md`
 //! whose first line is `# recipe: <name>`; they are read from the markdown
 //! itself. Each runs with bash in the repository root (so `scripts/kcat`
 //! resolves), with the built binaries first on `PATH` (so `choreo` is the
@@ -23,7 +23,7 @@ const SAGA: Duration = Duration::from_secs(60);
 const CARRIED: [&str; 2] = ["ORDER", "ORDER2"];
 
 fn readme() -> PathBuf {
-    repo_root().join("crates/cli/README-section.md")
+    repo_root().join("README.md")
 }
 
 /// `# recipe: name` → the block's text, in document order.
@@ -67,6 +67,13 @@ impl Runner {
                 ("http://127.0.0.1:8084", url("courier")),
                 ("http://127.0.0.1:8085", url("communication")),
                 ("127.0.0.1:9092", stack.brokers()),
+                (
+                    "data/communication",
+                    stack
+                        .service_data_dir("communication")
+                        .display()
+                        .to_string(),
+                ),
             ],
             // choreo's own defaults are the same addresses; the recipes
             // rely on them, as a reader of `make run` would.
@@ -155,6 +162,7 @@ fn recipes_are_found_in_the_readme() {
     assert_eq!(
         names,
         [
+            "walkthrough",
             "place-order",
             "kcat-watch",
             "choreo-watch",
@@ -180,6 +188,15 @@ async fn follow_a_purchase_recipes_work_as_written() -> anyhow::Result<()> {
     let mut stack = TestStack::builder().all_services().start().await?;
     let api = Api::new(&stack);
     let mut runner = Runner::new(&stack)?;
+
+    // The HTTP walkthrough: confirmed, shipped, charged, mailed.
+    let out = runner.run("walkthrough", &recipe("walkthrough")).await?;
+    assert!(out.contains("\"status\":\"CONFIRMED\""), "{out}");
+    assert!(out.contains("\"status\":\"MANIFESTED\""), "{out}");
+    assert!(out.contains("\"net_charge_minor\":2500"), "{out}");
+    assert!(out.contains("Subject: Your order"), "{out}");
+    assert!(out.contains(".ORDER_CONFIRMED@choreo>"), "{out}");
+    runner.vars.remove("ORDER");
 
     // Place an order by typing JSON into kcat.
     let out = runner.run("place-order", &recipe("place-order")).await?;

@@ -574,7 +574,8 @@ fn orphan_watchdog(
         let mut seen = std::collections::HashSet::new();
         for e in committed.elements() {
             let key = (e.topic().to_owned(), e.partition());
-            let Ok((low, high)) = observer.fetch_watermarks(e.topic(), e.partition(), timeout) else {
+            let Ok((low, high)) = observer.fetch_watermarks(e.topic(), e.partition(), timeout)
+            else {
                 continue;
             };
             let at = match e.offset() {

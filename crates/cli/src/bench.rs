@@ -91,9 +91,10 @@ pub struct BenchArgs {
     /// Messages for the bus-ceiling measurement (0 skips it).
     #[arg(long, default_value_t = 200_000)]
     pub ceiling_messages: u64,
-    /// Write the full report as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    /// Write the full report as JSON to this file (the global `--json`
+    /// prints it on stdout instead of the table).
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub order_url: String,
     #[arg(long, default_value = "http://127.0.0.1:8082")]
@@ -130,7 +131,12 @@ struct Target {
 
 /// Runs the benchmark; `conn` is the running stack's broker and registry
 /// when `--target-running` is given.
-pub async fn run(conn: &Connection, args: BenchArgs, out: &mut impl Write) -> anyhow::Result<Value> {
+pub async fn run(
+    conn: &Connection,
+    args: BenchArgs,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<Value> {
     if !(0.0..=1.0).contains(&args.fail_share) {
         bail!("--fail-share must be between 0 and 1");
     }
@@ -146,7 +152,10 @@ pub async fn run(conn: &Connection, args: BenchArgs, out: &mut impl Write) -> an
     let codec = Arc::new(Codec::new(&target.registry));
     let kafka = KafkaSettings::new(&target.brokers);
     let tracker = Tracker::start(&kafka, codec.clone()).await?;
-    let procs = ProcSampler::start();
+    let procs = ProcSampler::start(match &target._stack {
+        Some((stack, _)) => stack.pids(),
+        None => stack_processes().into_iter().map(|(p, n)| (n, p)).collect(),
+    });
     let started = Instant::now();
     let measure_from = started + args.warmup;
     let stop_at = started + args.warmup + args.duration;
@@ -174,8 +183,12 @@ pub async fn run(conn: &Connection, args: BenchArgs, out: &mut impl Write) -> an
     progress.abort();
     let processes = procs.finish();
     let report = tracker.report(&args, measure_from, ceiling, lag, processes);
-    print_report(out, &report)?;
-    if let Some(path) = &args.json {
+    if json {
+        writeln!(out, "{report}")?;
+    } else {
+        print_report(out, &report)?;
+    }
+    if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         writeln!(out, "report written to {}", path.display())?;
@@ -229,7 +242,12 @@ async fn target(conn: &Connection, args: &BenchArgs) -> anyhow::Result<Target> {
 async fn seed(t: &Target) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for (sku, available) in [(SKU, 1_000_000_000i64), (SKU_SOLDOUT, 0)] {
-        put(&http, &format!("{}/stock/{sku}", t.inventory), json!({"available": available})).await?;
+        put(
+            &http,
+            &format!("{}/stock/{sku}", t.inventory),
+            json!({"available": available}),
+        )
+        .await?;
     }
     for (customer, balance, blocked) in [
         (RICH, 1_000_000_000_000i64, false),
@@ -247,9 +265,18 @@ async fn seed(t: &Target) -> anyhow::Result<()> {
 }
 
 async fn put(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<()> {
-    let r = http.put(url).json(&body).send().await.with_context(|| format!("PUT {url}"))?;
+    let r = http
+        .put(url)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("PUT {url}"))?;
     if !r.status().is_success() {
-        bail!("PUT {url} answered {}: {}", r.status(), r.text().await.unwrap_or_default());
+        bail!(
+            "PUT {url} answered {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -539,12 +566,19 @@ impl Tracker {
 
     fn outstanding(&self) -> usize {
         let s = self.0.lock().expect("tracker");
-        s.pending.values().filter(|p| p.measured && !p.terminal).count()
+        s.pending
+            .values()
+            .filter(|p| p.measured && !p.terminal)
+            .count()
     }
 
     fn snapshot(&self) -> (u64, u64, u64) {
         let s = self.0.lock().expect("tracker");
-        (s.placed, s.completed_total, s.terminal.value_at_quantile(0.5))
+        (
+            s.placed,
+            s.completed_total,
+            s.terminal.value_at_quantile(0.5),
+        )
     }
 
     fn report(
@@ -686,7 +720,11 @@ async fn bus_ceiling(brokers: &str, messages: u64) -> anyhow::Result<Ceiling> {
     let admin: AdminClient<_> = kafka.admin_config().create()?;
     admin
         .create_topics(
-            &[NewTopic::new(&topic, choreo_events::Topic::PARTITIONS, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                &topic,
+                choreo_events::Topic::PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new(),
         )
         .await?;
@@ -747,7 +785,10 @@ async fn consumer_lag(brokers: &str) -> anyhow::Result<HashMap<String, i64>> {
     tokio::task::spawn_blocking(move || {
         let mut lag = HashMap::new();
         let groups: [(&str, &[&str]); 5] = [
-            ("order", &["order-requests", "inventory", "shipments", "payments"]),
+            (
+                "order",
+                &["order-requests", "inventory", "shipments", "payments"],
+            ),
             ("inventory", &["orders", "shipments"]),
             ("courier", &["inventory", "payments", "orders"]),
             ("payment", &["shipments", "orders"]),
@@ -796,14 +837,16 @@ struct ProcSampler {
 }
 
 impl ProcSampler {
-    fn start() -> ProcSampler {
+    fn start(processes: Vec<(String, u32)>) -> ProcSampler {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let started = Instant::now();
-            let first = stack_processes();
-            let cpu0: HashMap<u32, u64> =
-                first.iter().map(|(pid, _)| (*pid, cpu_ticks(*pid))).collect();
+            let first: Vec<(u32, String)> = processes.into_iter().map(|(n, p)| (p, n)).collect();
+            let cpu0: HashMap<u32, u64> = first
+                .iter()
+                .map(|(pid, _)| (*pid, cpu_ticks(*pid)))
+                .collect();
             let mut peak: HashMap<u32, u64> = HashMap::new();
             while !s.load(Ordering::Relaxed) {
                 for (pid, _) in &first {
@@ -842,7 +885,11 @@ fn stack_processes() -> Vec<(u32, String)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -923,10 +970,10 @@ fn print_report(out: &mut impl Write, r: &Value) -> anyhow::Result<()> {
     for p in r["processes"].as_array().into_iter().flatten() {
         writeln!(
             out,
-            "  {:<22} {:>8} {:>10}",
+            "  {:<22} {:>8.1} {:>10.1}",
             p["name"].as_str().unwrap_or(""),
-            p["cpu_percent"],
-            p["peak_rss_mib"]
+            p["cpu_percent"].as_f64().unwrap_or_default(),
+            p["peak_rss_mib"].as_f64().unwrap_or_default()
         )?;
     }
     Ok(())
@@ -951,7 +998,10 @@ mod tests {
         let failing = kinds.iter().filter(|k| !matches!(k, Kind::Happy)).count();
         assert_eq!(failing, 80);
         for want in ["OutOfStock", "NoRoute", "Poor", "Blocked"] {
-            assert!(kinds.iter().any(|k| format!("{k:?}") == want), "{want} present");
+            assert!(
+                kinds.iter().any(|k| format!("{k:?}") == want),
+                "{want} present"
+            );
         }
         assert!((0..100).all(|n| matches!(Kind::pick(n, 0.0), Kind::Happy)));
     }

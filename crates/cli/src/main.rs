@@ -77,7 +77,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => return up::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Init(args) => return init::run(&conn, args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => {
-            return bench::run(&conn, args, &mut std::io::stdout())
+            return bench::run(&conn, args, cli.json, &mut std::io::stdout())
                 .await
                 .map(|_| ExitCode::SUCCESS)
         }

@@ -48,7 +48,11 @@ fn backward_compatible(released: &str, current: &str) -> Result<(), String> {
 #[test]
 fn every_schema_is_backward_compatible_with_its_released_version() {
     let released = released();
-    assert!(released.len() >= 15, "released schemas found: {}", released.len());
+    assert!(
+        released.len() >= 15,
+        "released schemas found: {}",
+        released.len()
+    );
     let mut broken = Vec::new();
     for (relative, old) in &released {
         let current_path = schemas_root().join(relative);
@@ -62,7 +66,11 @@ fn every_schema_is_backward_compatible_with_its_released_version() {
             broken.push(format!("{}: {e}", relative.display()));
         }
     }
-    assert!(broken.is_empty(), "BACKWARD-incompatible changes:\n{}", broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "BACKWARD-incompatible changes:\n{}",
+        broken.join("\n")
+    );
 }
 
 #[test]
@@ -73,9 +81,12 @@ fn the_check_refuses_an_incompatible_change() {
         .expect("OrderPlaced released");
     let mut schema: serde_json::Value = serde_json::from_str(&old).unwrap();
     // A new field without a default: old events cannot fill it.
-    schema["fields"].as_array_mut().unwrap().push(serde_json::json!({
-        "name": "loyalty_tier", "type": "string", "doc": "required, no default"
-    }));
+    schema["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "loyalty_tier", "type": "string", "doc": "required, no default"
+        }));
     assert!(backward_compatible(&old, &schema.to_string()).is_err());
 
     // The same field with a default is a compatible evolution.

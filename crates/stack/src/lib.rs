@@ -117,6 +117,22 @@ impl Stack {
         format!("http://127.0.0.1:{}", replica_port(base, index))
     }
 
+    /// `(name, pid)` of every running child: broker, registry, services.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let named = self
+            .broker
+            .iter()
+            .chain(self.registry.iter())
+            .chain(self.services.values().flatten());
+        for child in named {
+            if let Some(pid) = child.pid() {
+                out.push((child.name().to_owned(), pid));
+            }
+        }
+        out
+    }
+
     pub fn service_data_dir(&self, name: &str) -> PathBuf {
         self.config.data_dir.join(name)
     }

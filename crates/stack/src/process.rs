@@ -28,7 +28,9 @@ impl Child {
         log: &LogSink,
         data_dir: &Path,
     ) -> Result<Child> {
-        cmd.kill_on_drop(true).stdin(Stdio::null());
+        // Own process group: a terminal's Ctrl-C reaches only the runner,
+        // which stops services before the broker they drain into.
+        cmd.kill_on_drop(true).stdin(Stdio::null()).process_group(0);
         match log {
             LogSink::Prefixed => {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -98,7 +98,11 @@ pub async fn place(stack: &TestStack, spec: &LoadSpec) -> anyhow::Result<Vec<Pla
 
 /// [`place`] given only the addresses, so the caller may restart parts of
 /// the stack while orders are being placed.
-pub async fn place_at(brokers: &str, order_url: &str, spec: &LoadSpec) -> anyhow::Result<Vec<Placed>> {
+pub async fn place_at(
+    brokers: &str,
+    order_url: &str,
+    spec: &LoadSpec,
+) -> anyhow::Result<Vec<Placed>> {
     let producer: FutureProducer = choreo_bus::KafkaSettings::new(brokers)
         .producer_config()
         .create()?;

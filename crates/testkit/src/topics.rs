@@ -124,7 +124,10 @@ pub async fn order_events(
 
 /// Topics each service's consumer group reads.
 pub const GROUP_TOPICS: [(&str, &[&str]); 5] = [
-    ("order", &["order-requests", "inventory", "shipments", "payments"]),
+    (
+        "order",
+        &["order-requests", "inventory", "shipments", "payments"],
+    ),
     ("inventory", &["orders", "shipments"]),
     ("courier", &["inventory", "payments", "orders"]),
     ("payment", &["shipments", "orders"]),
@@ -137,7 +140,9 @@ pub async fn group_lag(brokers: &str, group: &str, topics: &[&str]) -> anyhow::R
     let group = group.to_owned();
     let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = KafkaSettings::new(&brokers).consumer_config(&group).create()?;
+        let consumer: BaseConsumer = KafkaSettings::new(&brokers)
+            .consumer_config(&group)
+            .create()?;
         let timeout = Duration::from_secs(10);
         let mut tpl = TopicPartitionList::new();
         for t in &topics {
