@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use choreo_events::AnyEvent;
 use choreo_outbox::{Db, UnitOfWork};
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -35,6 +36,8 @@ use crate::trace::{self, TraceContext};
 use crate::{headers, KafkaSettings};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Most messages applied in one transaction.
+const MAX_BATCH: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A decoded message, as a handler sees it.
@@ -281,8 +284,30 @@ impl<H: Handler> Consumer<H> {
                     continue;
                 }
             };
-            match self.process(&msg, &shutdown).await {
-                Outcome::Done => consumer.store_offset_from_message(&msg)?,
+            // Whatever librdkafka has already fetched joins this batch: one
+            // transaction for all of it instead of one per message.
+            let mut batch = vec![msg];
+            while batch.len() < MAX_BATCH {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(e)) => {
+                        warn!(service = %self.spec.service, error = %e, "consume error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let outcome = if batch.len() == 1 {
+                self.process(&batch[0], &shutdown).await
+            } else {
+                self.process_batch(&batch, &shutdown).await
+            };
+            match outcome {
+                Outcome::Done => {
+                    for m in &batch {
+                        consumer.store_offset_from_message(m)?;
+                    }
+                }
                 Outcome::Interrupted => break,
             }
         }
@@ -374,7 +399,11 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    async fn try_process(&self, msg: &BorrowedMessage<'_>) -> Result<(), HandlerError> {
+    /// Decodes a message into what a handler sees, with its trace context.
+    async fn incoming(
+        &self,
+        msg: &BorrowedMessage<'_>,
+    ) -> Result<(Incoming, TraceContext), HandlerError> {
         let source = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
         let event = self
             .codec
@@ -390,6 +419,17 @@ impl<H: Handler> Consumer<H> {
         let trace_ctx = header(msg, headers::TRACEPARENT)
             .and_then(|h| TraceContext::parse(&h))
             .unwrap_or_else(TraceContext::new_root);
+        Ok((incoming, trace_ctx))
+    }
+
+    /// Inbox + handler for one message inside `uow`. `Ok(false)`: a
+    /// duplicate, nothing applied.
+    async fn apply(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        incoming: &Incoming,
+        trace_ctx: TraceContext,
+    ) -> Result<bool, HandlerError> {
         let span = info_span!(
             "handle",
             service = %self.spec.service,
@@ -401,30 +441,88 @@ impl<H: Handler> Consumer<H> {
             trace_id = %trace_ctx.trace_id,
         );
         async {
-            let mut uow = self.db.begin().await?;
-            let event_id = incoming.event.metadata().event_id.clone();
-            if !uow.record_inbox(&self.spec.service, &event_id).await? {
-                uow.rollback().await?;
+            let event_id = &incoming.event.metadata().event_id;
+            if !uow.record_inbox(&self.spec.service, event_id).await? {
                 metrics::counter!("choreo_duplicates_total", "service" => self.spec.service.clone()).increment(1);
                 debug!(%event_id, "duplicate event; no effect");
-                return Ok(());
+                return Ok(false);
             }
-            match trace::scope(trace_ctx, self.handler.handle(&mut uow, &incoming)).await {
-                Ok(()) => {
-                    uow.commit().await?;
-                    Ok(())
-                }
-                Err(e) => {
-                    // Nothing of a failed attempt may stay, inbox entry included.
-                    if let Err(rb) = uow.rollback().await {
-                        warn!(error = %rb, "rollback failed");
-                    }
-                    Err(e)
-                }
-            }
+            trace::scope(trace_ctx, self.handler.handle(uow, incoming)).await?;
+            Ok(true)
         }
         .instrument(span)
         .await
+    }
+
+    async fn try_process(&self, msg: &BorrowedMessage<'_>) -> Result<(), HandlerError> {
+        let (incoming, trace_ctx) = self.incoming(msg).await?;
+        let mut uow = self.db.begin().await?;
+        match self.apply(&mut uow, &incoming, trace_ctx).await {
+            Ok(true) => {
+                uow.commit().await?;
+                Ok(())
+            }
+            Ok(false) => {
+                uow.rollback().await?;
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of a failed attempt may stay, inbox entry included.
+                if let Err(rb) = uow.rollback().await {
+                    warn!(error = %rb, "rollback failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Several messages, one transaction. Any failure rolls the whole batch
+    /// back and replays it one message at a time, where retries and the
+    /// dead-letter topic apply per message exactly as without batching.
+    async fn process_batch(
+        &self,
+        batch: &[BorrowedMessage<'_>],
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let started = Instant::now();
+        match self.try_batch(batch).await {
+            Ok(()) => {
+                metrics::histogram!("choreo_batch_seconds", "service" => self.spec.service.clone())
+                    .record(started.elapsed().as_secs_f64());
+                for msg in batch {
+                    metrics::counter!("choreo_consumed_total", "service" => self.spec.service.clone(), "topic" => msg.topic().to_owned()).increment(1);
+                }
+                Outcome::Done
+            }
+            Err(e) => {
+                debug!(service = %self.spec.service, size = batch.len(), error = %e, "batch failed; one message at a time");
+                for msg in batch {
+                    if let Outcome::Interrupted = self.process(msg, shutdown).await {
+                        return Outcome::Interrupted;
+                    }
+                }
+                Outcome::Done
+            }
+        }
+    }
+
+    async fn try_batch(&self, batch: &[BorrowedMessage<'_>]) -> Result<(), HandlerError> {
+        // Decoding (and any registry lookup) happens before the transaction.
+        let mut decoded = Vec::with_capacity(batch.len());
+        for msg in batch {
+            decoded.push(self.incoming(msg).await?);
+        }
+        let mut uow = self.db.begin().await?;
+        for (incoming, trace_ctx) in decoded {
+            if let Err(e) = self.apply(&mut uow, &incoming, trace_ctx).await {
+                if let Err(rb) = uow.rollback().await {
+                    warn!(error = %rb, "rollback failed");
+                }
+                return Err(e);
+            }
+        }
+        uow.commit().await?;
+        Ok(())
     }
 
     /// Sends the original message to the dead-letter topic. Retries until
