@@ -7,13 +7,16 @@ export CHOREO_TOOLS_DIR := $(TOOLS_DIR)
 export CHOREO_TANSU_BIN ?= $(TOOLS_DIR)/tansu-0.6.0/bin/tansu
 export CHOREO_KCAT ?= $(CURDIR)/scripts/kcat
 
-.PHONY: help tools build run run-memory test test-unit test-e2e lint fmt clean-data
+.PHONY: help tools build run run-memory test lint fmt bench clean-data
 
 help:
 	@echo "make run    — build and start the whole local stack (broker, registry, five services)"
 	@echo "make test   — unit tests, then end-to-end tests against the real broker and registry"
 	@echo "make tools  — install the broker, kcat and its librdkafka into $(TOOLS_DIR) (done by run/test)"
 	@echo "make clean-data — delete ./data (every event, schema and service database of make run)"
+	@echo "make bench  — saga throughput and latency on a fresh local stack (release build)"
+	@echo "make lint   — rustfmt and clippy, warnings as errors"
+	@echo "make up / make down / make logs — the docker compose stack (deploy/)"
 
 tools:
 	@scripts/tools.sh
@@ -40,6 +43,9 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+bench: tools build
+	target/release/choreo bench --concurrency 512 --duration 20s --json-out bench.json
 
 clean-data:
 	rm -rf data

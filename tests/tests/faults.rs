@@ -538,7 +538,7 @@ async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused(
         .await
         .map_err(|(e, _)| e)?;
     let reservation = eventually("inventory to reserve the v2 order", SETTLE, || async {
-        Ok(api.reservation(&order_id).await?)
+        api.reservation(&order_id).await
     })
     .await?;
     assert_eq!(reservation["status"], "RESERVED", "{reservation}");
