@@ -27,6 +27,7 @@
 //!   [`dlq`], [`order`], [`reconcile`]: the commands.
 
 pub mod bench;
+pub mod bench_bus;
 pub mod conn;
 pub mod decode;
 pub mod dlq;

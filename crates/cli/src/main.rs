@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use choreo_cli::dlq::DlqCommand;
 use choreo_cli::order::OrderCommand;
 use choreo_cli::output::Progress;
-use choreo_cli::{bench, dlq, init, order, reconcile, trace, up, watch, wire, Connection, Output};
+use choreo_cli::{
+    bench, bench_bus, dlq, init, order, reconcile, trace, up, watch, wire, Connection, Output,
+};
 use clap::{Parser, Subcommand};
 
 /// choreo: a choreographed purchase saga over Kafka.
@@ -46,6 +48,8 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Saga throughput and latency against a fresh (or running) stack.
     Bench(bench::BenchArgs),
+    /// The messaging runtime alone: codec rates, outbox → relay → broker.
+    BenchBus(bench_bus::BenchBusArgs),
 }
 
 #[tokio::main]
@@ -81,6 +85,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .map(|_| ExitCode::SUCCESS)
         }
+        Command::BenchBus(args) => {
+            return bench_bus::run(args, cli.json, &mut std::io::stdout())
+                .await
+                .map(|_| ExitCode::SUCCESS)
+        }
         other => other,
     };
     let stdout = std::io::stdout();
@@ -93,7 +102,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     match command {
-        Command::Up(_) | Command::Init(_) | Command::Bench(_) => unreachable!("handled above"),
+        Command::Up(_) | Command::Init(_) | Command::Bench(_) | Command::BenchBus(_) => {
+            unreachable!("handled above")
+        }
         Command::Watch(args) => {
             watch::run(&conn, &args, output, &mut out).await?;
         }
