@@ -20,6 +20,15 @@ use serde_json::{json, Value};
 
 const SETTLE: Duration = Duration::from_secs(120);
 
+/// Every service, with an order deadline far beyond any recovery here: these
+/// scenarios test crashes and redelivery, not the timer, and a slow machine
+/// must not turn a late confirmation into a TIMEOUT.
+fn fault_stack() -> choreo_testkit::TestStackBuilder {
+    TestStack::builder()
+        .all_services()
+        .env("order", "CHOREO_ORDER_DEADLINE_MS", "120000")
+}
+
 fn reconciler(stack: &TestStack, expect_dlq: usize) -> anyhow::Result<Reconciler> {
     let seeds = repo_root().join("deploy/seed");
     Ok(Reconciler::new(
@@ -90,7 +99,7 @@ async fn orders_exist(api_order_url: &str, n: usize) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn mixed_load_of_500_orders_reaches_every_outcome() -> anyhow::Result<()> {
-    let stack = TestStack::builder().all_services().start().await?;
+    let stack = fault_stack().start().await?;
     let placed = run_load(&stack, LoadSpec::mixed(500)).await?;
     assert!(placed.iter().any(|p| p.via_kafka) && placed.iter().any(|p| !p.via_kafka));
     let report = assert_invariants(&stack, 0).await?;
@@ -104,7 +113,7 @@ async fn mixed_load_of_500_orders_reaches_every_outcome() -> anyhow::Result<()> 
 /// `kill -9` one service while 300 orders are in flight, restart it after a
 /// few seconds: every order still terminal, nothing done twice.
 async fn crash_mid_saga(service: &str) -> anyhow::Result<()> {
-    let mut stack = TestStack::builder().all_services().start().await?;
+    let mut stack = fault_stack().start().await?;
     let (brokers, order_url) = (stack.brokers(), stack.service_url("order"));
     let spec = LoadSpec::mixed(300);
     // Orders keep being placed while the service dies and comes back.
@@ -162,7 +171,7 @@ async fn crash_communication_mid_saga() -> anyhow::Result<()> {
 async fn broker_restart_loses_nothing() -> anyhow::Result<()> {
     // SQLite broker storage (the default of the test kit): a restart must
     // keep every record and committed offset.
-    let mut stack = TestStack::builder().all_services().start().await?;
+    let mut stack = fault_stack().start().await?;
     let api = Api::new(&stack);
     let placed = load::place(&stack, &LoadSpec::mixed(150)).await?;
     orders_exist(&stack.service_url("order"), 100).await?;
@@ -190,7 +199,7 @@ async fn duplicates(url: &str) -> anyhow::Result<f64> {
 
 #[tokio::test]
 async fn redelivered_events_have_no_second_effect() -> anyhow::Result<()> {
-    let stack = TestStack::builder().all_services().start().await?;
+    let stack = fault_stack().start().await?;
     run_load(&stack, LoadSpec::mixed(60)).await?;
     assert_invariants(&stack, 0).await?;
     topics::wait_groups_caught_up(&stack.brokers(), SETTLE).await?;
@@ -249,7 +258,7 @@ async fn redelivered_events_have_no_second_effect() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn poison_messages_go_to_the_right_dlq_and_nothing_stalls() -> anyhow::Result<()> {
-    let stack = TestStack::builder().all_services().start().await?;
+    let stack = fault_stack().start().await?;
     let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
         .producer_config()
         .create()?;
@@ -354,7 +363,7 @@ async fn poison_messages_go_to_the_right_dlq_and_nothing_stalls() -> anyhow::Res
 
 #[tokio::test]
 async fn race_for_the_last_ten_units() -> anyhow::Result<()> {
-    let stack = TestStack::builder().all_services().start().await?;
+    let stack = fault_stack().start().await?;
     let api = Api::new(&stack);
     let start = api.stock("LIMITED-9").await?;
     assert_eq!(start["available"], 10);
@@ -415,8 +424,7 @@ async fn race_for_the_last_ten_units() -> anyhow::Result<()> {
 async fn replicas_on_postgres_survive_losing_one() -> anyhow::Result<()> {
     let inventory_db = choreo_outbox::testing::fresh_postgres().await;
     let payment_db = choreo_outbox::testing::fresh_postgres().await;
-    let mut stack = TestStack::builder()
-        .all_services()
+    let mut stack = fault_stack()
         .database_url("inventory", inventory_db.url())
         .database_url("payment", payment_db.url())
         .start()
@@ -467,7 +475,7 @@ async fn replicas_on_postgres_survive_losing_one() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_backward_compatible_v2_is_processed_and_an_incompatible_one_refused(
 ) -> anyhow::Result<()> {
-    let stack = TestStack::builder().all_services().start().await?;
+    let stack = fault_stack().start().await?;
     let api = Api::new(&stack);
     let subject = "orders-io.choreo.orders.OrderPlaced";
     let http = reqwest::Client::new();
