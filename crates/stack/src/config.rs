@@ -109,6 +109,25 @@ impl StackConfig {
             .filter(|s| bin_dir.join(format!("choreo-{s}")).exists())
             .map(|s| (*s).to_owned())
             .collect();
+        // Seed data: ./deploy/seed, else the repository the binaries were
+        // built in (target/<profile>/../../deploy/seed), so `choreo up` works
+        // from any folder.
+        let mut common_env = Vec::new();
+        let seeds = [
+            PathBuf::from("deploy/seed"),
+            bin_dir.join("../../deploy/seed"),
+        ]
+        .into_iter()
+        .find(|p| p.join("stock.json").exists())
+        .and_then(|p| p.canonicalize().ok());
+        if let Some(seeds) = seeds {
+            for (var, file) in [
+                ("CHOREO_STOCK_SEED_FILE", "stock.json"),
+                ("CHOREO_ACCOUNTS_SEED_FILE", "accounts.json"),
+            ] {
+                common_env.push((var.to_owned(), seeds.join(file).display().to_string()));
+            }
+        }
         Self {
             data_dir,
             bin_dir,
@@ -118,7 +137,7 @@ impl StackConfig {
             services,
             database_urls: BTreeMap::new(),
             service_env: BTreeMap::new(),
-            common_env: Vec::new(),
+            common_env,
             log: LogSink::Prefixed,
         }
     }

@@ -31,6 +31,17 @@ impl Child {
         // Own process group: a terminal's Ctrl-C reaches only the runner,
         // which stops services before the broker they drain into.
         cmd.kill_on_drop(true).stdin(Stdio::null()).process_group(0);
+        // Kill-on-drop needs the runner alive to drop; a runner that is
+        // killed or crashes must not leave the stack running, so the kernel
+        // sends each child SIGTERM when the runner goes away.
+        #[allow(unsafe_code)]
+        // SAFETY: the hook runs in the forked child before exec and only
+        // calls prctl(2), which is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Some(Signal::SIGTERM)).map_err(std::io::Error::from)
+            });
+        }
         match log {
             LogSink::Prefixed => {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
