@@ -12,10 +12,12 @@
 //! - [`api`]: typed calls to the services' HTTP APIs.
 //! - [`load`]: many orders with data-driven outcomes.
 //! - [`topics`]: read and decode what is on a topic.
+//! - [`service`]: helpers for a single service's integration tests.
 //! - [`eventually`]: poll an async predicate until it holds or time runs out.
 
 pub mod api;
 pub mod load;
+pub mod service;
 pub mod topics;
 
 use std::collections::BTreeMap;

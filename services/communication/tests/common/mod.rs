@@ -1,85 +1,21 @@
-//! Test helpers shared by the integration tests: a fresh migrated database
-//! on either backend, an in-process schema registry, and a `deliver` that
-//! runs the handler exactly as the consumer loop does (inbox + handler +
-//! commit, rollback on error).
+//! Test helpers shared by the integration tests: the test kit's service
+//! helpers, bound to this service's name and migrations.
 
-#![allow(dead_code, reason = "each test file uses a different subset")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "each test file uses a different subset"
+)]
 
-use std::sync::Arc;
-
-use choreo_bus::{Codec, Emitter, Handler, HandlerError, Incoming};
+use choreo_bus::{Handler, HandlerError};
 use choreo_communication::config::SERVICE;
 use choreo_communication::storage;
-use choreo_events::{AnyEvent, EventMetadata};
-use choreo_outbox::testing::{fresh_postgres_url, sqlite_url, TestDatabase};
+use choreo_events::AnyEvent;
 use choreo_outbox::Db;
-use sqlx::Row;
-use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Clone, Copy)]
-pub enum Kind {
-    Sqlite,
-    Postgres,
-}
-
-/// Keeps a test database alive.
-pub enum Guard {
-    Dir(TempDir),
-    Pg(TestDatabase),
-}
+pub use choreo_testkit::service::{emitter, meta, outbox, registry, Guard, Kind, TestRegistry};
 
 pub async fn fresh_db(kind: Kind) -> (Db, Guard) {
-    let (url, guard) = match kind {
-        Kind::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            (sqlite_url(dir.path()), Guard::Dir(dir))
-        }
-        Kind::Postgres => {
-            let (url, db) = fresh_postgres_url().await;
-            (url, Guard::Pg(db))
-        }
-    };
-    let db = Db::connect(&url).await.unwrap();
-    db.migrate(storage::migrator(db.backend())).await.unwrap();
-    (db, guard)
-}
-
-/// A `choreo-registry` on a free port, stopped when the returned token is
-/// dropped... or cancelled; keep both values alive for the test.
-pub struct TestRegistry {
-    pub url: String,
-    pub stop: CancellationToken,
-    _dir: TempDir,
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-pub async fn registry() -> TestRegistry {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = choreo_registry::Registry::open(dir.path()).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(choreo_registry::run(
-        listener,
-        registry,
-        stop.clone().cancelled_owned(),
-    ));
-    TestRegistry {
-        url,
-        stop,
-        _dir: dir,
-    }
-}
-
-pub fn emitter(registry: &TestRegistry) -> Emitter {
-    Emitter::new(Arc::new(Codec::new(&registry.url)))
+    choreo_testkit::service::fresh_db(kind, storage::migrator).await
 }
 
 /// Runs `handler` on `event` the way the consumer does.
@@ -88,29 +24,7 @@ pub async fn deliver<H: Handler>(
     handler: &H,
     event: impl Into<AnyEvent>,
 ) -> Result<(), HandlerError> {
-    let event = event.into();
-    let incoming = Incoming {
-        topic: event.topic().name().to_owned(),
-        partition: 0,
-        offset: 0,
-        key: Some(event.order_id().to_owned()),
-        event,
-    };
-    let mut uow = db.begin().await?;
-    if !uow
-        .record_inbox(SERVICE, &incoming.event.metadata().event_id)
-        .await?
-    {
-        uow.rollback().await?;
-        return Ok(());
-    }
-    match handler.handle(&mut uow, &incoming).await {
-        Ok(()) => Ok(uow.commit().await?),
-        Err(e) => {
-            uow.rollback().await?;
-            Err(e)
-        }
-    }
+    choreo_testkit::service::deliver(SERVICE, db, handler, event).await
 }
 
 /// Like [`deliver`], retrying retryable errors as the consumer would.
@@ -119,36 +33,5 @@ pub async fn deliver_with_retries<H: Handler>(
     handler: &H,
     event: impl Into<AnyEvent>,
 ) -> Result<(), HandlerError> {
-    let event = event.into();
-    for _ in 0..50 {
-        match deliver(db, handler, event.clone()).await {
-            Err(e) if e.is_retryable() => {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            other => return other,
-        }
-    }
-    Err(HandlerError::permanent(
-        "still conflicting after 50 attempts",
-    ))
-}
-
-pub fn meta(order_id: &str, producer: &str) -> EventMetadata {
-    EventMetadata::new(order_id, producer, None)
-}
-
-/// Everything in the outbox, decoded, in publish order.
-pub async fn outbox(db: &Db, registry: &TestRegistry) -> Vec<AnyEvent> {
-    let codec = Codec::new(&registry.url);
-    let rows = sqlx::query("SELECT topic, payload FROM outbox ORDER BY seq")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
-    let mut events = Vec::new();
-    for row in rows {
-        let topic: String = row.get("topic");
-        let payload: Vec<u8> = row.get("payload");
-        events.push(codec.decode(&topic, "test", Some(&payload)).await.unwrap());
-    }
-    events
+    choreo_testkit::service::deliver_with_retries(SERVICE, db, handler, event).await
 }

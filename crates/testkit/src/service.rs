@@ -1,0 +1,155 @@
+//! Helpers for a service's own integration tests: a fresh migrated database
+//! on either backend, an in-process schema registry, and a `deliver` that
+//! runs a handler exactly as the consumer loop does (inbox + handler +
+//! commit, rollback on error).
+
+use std::sync::Arc;
+
+use choreo_bus::{Codec, Emitter, Handler, HandlerError, Incoming};
+use choreo_events::{AnyEvent, EventMetadata};
+use choreo_outbox::sqlx::migrate::Migrator;
+use choreo_outbox::sqlx::{self, Row};
+use choreo_outbox::testing::{fresh_postgres_url, sqlite_url, TestDatabase};
+use choreo_outbox::{Backend, Db};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Keeps a test database alive.
+pub enum Guard {
+    Dir(TempDir),
+    Pg(TestDatabase),
+}
+
+/// A fresh database of `kind`, migrated with the service's `migrator`.
+pub async fn fresh_db(kind: Kind, migrator: fn(Backend) -> &'static Migrator) -> (Db, Guard) {
+    let (url, guard) = match kind {
+        Kind::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            (sqlite_url(dir.path()), Guard::Dir(dir))
+        }
+        Kind::Postgres => {
+            let (url, db) = fresh_postgres_url().await;
+            (url, Guard::Pg(db))
+        }
+    };
+    let db = Db::connect(&url).await.unwrap();
+    db.migrate(migrator(db.backend())).await.unwrap();
+    (db, guard)
+}
+
+/// A `choreo-registry` on a free port, stopped when the returned token is
+/// dropped... or cancelled; keep both values alive for the test.
+pub struct TestRegistry {
+    pub url: String,
+    pub stop: CancellationToken,
+    _dir: TempDir,
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub async fn registry() -> TestRegistry {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = choreo_registry::Registry::open(dir.path()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(choreo_registry::run(
+        listener,
+        registry,
+        stop.clone().cancelled_owned(),
+    ));
+    TestRegistry {
+        url,
+        stop,
+        _dir: dir,
+    }
+}
+
+pub fn emitter(registry: &TestRegistry) -> Emitter {
+    Emitter::new(Arc::new(Codec::new(&registry.url)))
+}
+
+/// Runs `handler` on `event` the way the consumer does, with `service`'s
+/// inbox.
+pub async fn deliver<H: Handler>(
+    service: &str,
+    db: &Db,
+    handler: &H,
+    event: impl Into<AnyEvent>,
+) -> Result<(), HandlerError> {
+    let event = event.into();
+    let incoming = Incoming {
+        topic: event.topic().name().to_owned(),
+        partition: 0,
+        offset: 0,
+        key: Some(event.order_id().to_owned()),
+        event,
+    };
+    let mut uow = db.begin().await?;
+    if !uow
+        .record_inbox(service, &incoming.event.metadata().event_id)
+        .await?
+    {
+        uow.rollback().await?;
+        return Ok(());
+    }
+    match handler.handle(&mut uow, &incoming).await {
+        Ok(()) => Ok(uow.commit().await?),
+        Err(e) => {
+            uow.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+/// Like [`deliver`], retrying retryable errors as the consumer would.
+pub async fn deliver_with_retries<H: Handler>(
+    service: &str,
+    db: &Db,
+    handler: &H,
+    event: impl Into<AnyEvent>,
+) -> Result<(), HandlerError> {
+    let event = event.into();
+    for _ in 0..50 {
+        match deliver(service, db, handler, event.clone()).await {
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
+    }
+    Err(HandlerError::permanent(
+        "still conflicting after 50 attempts",
+    ))
+}
+
+pub fn meta(order_id: &str, producer: &str) -> EventMetadata {
+    EventMetadata::new(order_id, producer, None)
+}
+
+/// Everything in the outbox, decoded, in publish order.
+pub async fn outbox(db: &Db, registry: &TestRegistry) -> Vec<AnyEvent> {
+    let codec = Codec::new(&registry.url);
+    let rows = sqlx::query("SELECT topic, payload FROM outbox ORDER BY seq")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    for row in rows {
+        let topic: String = row.get("topic");
+        let payload: Vec<u8> = row.get("payload");
+        events.push(codec.decode(&topic, "test", Some(&payload)).await.unwrap());
+    }
+    events
+}
