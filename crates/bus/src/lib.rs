@@ -22,6 +22,7 @@
 //! - [`relay`]: outbox rows → Kafka.
 //! - [`consumer`]: Kafka → inbox + handler → offsets, retries, DLQ.
 //! - [`error`]: the retryable / permanent classification.
+//! - [`lag`]: how far a consumer group is behind.
 //!
 //! [`UnitOfWork`]: choreo_outbox::UnitOfWork
 
@@ -31,6 +32,7 @@ pub mod consumer;
 pub mod emitter;
 pub mod error;
 pub mod host;
+pub mod lag;
 pub mod relay;
 pub mod trace;
 

@@ -177,7 +177,10 @@ pub async fn run(
         Some(rate) => driver.open_loop(rate, stop_at).await?,
         None => driver.closed_loop(args.concurrency, stop_at).await?,
     }
-    let lag = consumer_lag(&target.brokers).await.unwrap_or_default();
+    let lag = consumer_lag(&target.brokers).await.unwrap_or_else(|e| {
+        eprintln!("consumer lag unavailable: {e:#}");
+        HashMap::new()
+    });
     // Stragglers: wait until every measured order is terminal (bounded).
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     while tracker.outstanding() > 0 && Instant::now() < drain_deadline {
@@ -816,44 +819,16 @@ async fn bus_ceiling(brokers: &str, messages: u64) -> anyhow::Result<Ceiling> {
     })
 }
 
-/// Sum over partitions of (high watermark − committed offset) per service
-/// group, over the topics it consumes.
+/// Lag per service group over the topics it consumes.
 async fn consumer_lag(brokers: &str) -> anyhow::Result<HashMap<String, i64>> {
-    let brokers = brokers.to_owned();
+    let kafka = KafkaSettings::new(brokers);
     tokio::task::spawn_blocking(move || {
         let mut lag = HashMap::new();
-        let groups: [(&str, &[&str]); 5] = [
-            (
-                "order",
-                &["order-requests", "inventory", "shipments", "payments"],
-            ),
-            ("inventory", &["orders", "shipments"]),
-            ("courier", &["inventory", "payments", "orders"]),
-            ("payment", &["shipments", "orders"]),
-            ("communication", &["orders"]),
-        ];
-        for (group, topics) in groups {
-            let consumer: BaseConsumer = KafkaSettings::new(&brokers)
-                .consumer_config(group)
-                .create()?;
-            let mut tpl = TopicPartitionList::new();
-            for t in topics {
-                for p in 0..choreo_events::Topic::PARTITIONS {
-                    tpl.add_partition(t, p);
-                }
-            }
-            let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
-            let mut total = 0i64;
-            for e in committed.elements() {
-                let (_, high) =
-                    consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))?;
-                let at = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                };
-                total += (high - at).max(0);
-            }
-            lag.insert(group.to_owned(), total);
+        for (group, topics) in choreo_events::CONSUMERS {
+            lag.insert(
+                group.to_owned(),
+                choreo_bus::lag::group_lag(&kafka, group, topics)?,
+            );
         }
         Ok(lag)
     })
@@ -985,13 +960,17 @@ fn print_report(out: &mut impl Write, r: &Value) -> anyhow::Result<()> {
         "  placed {}  completed {} (confirmed {}, cancelled {})  unfinished {}",
         r["placed"], r["completed"], r["confirmed"], r["cancelled"], r["unfinished"]
     )?;
+    let ceiling = match r["bus_ceiling_sagas_per_second"].as_f64() {
+        Some(c) => format!(
+            "bus allows {c} sagas/s: {} msgs/s ÷ {} deliveries",
+            r["bus_ceiling_messages_per_second"], r["deliveries_per_saga"]
+        ),
+        None => "bus ceiling not measured".to_owned(),
+    };
     writeln!(
         out,
-        "  throughput            {} sagas/s   (bus allows {} sagas/s: {} msgs/s ÷ {} deliveries)",
-        r["sagas_per_second"],
-        r["bus_ceiling_sagas_per_second"],
-        r["bus_ceiling_messages_per_second"],
-        r["deliveries_per_saga"]
+        "  throughput            {} sagas/s   ({ceiling})",
+        r["sagas_per_second"]
     )?;
     writeln!(
         out,

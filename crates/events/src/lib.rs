@@ -58,4 +58,4 @@ pub use crate::requests::{CancelOrder, OrderRequest, PlaceOrder};
 pub use crate::shipments::{
     ShipmentCancelled, ShipmentManifestFailed, ShipmentManifested, ShipmentsEvent,
 };
-pub use crate::topic::{dlq_topic, Topic, SERVICES};
+pub use crate::topic::{dlq_topic, Topic, CONSUMERS, SERVICES};

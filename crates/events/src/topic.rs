@@ -10,6 +10,20 @@ use std::str::FromStr;
 /// metrics and in `dlq.<service>`.
 pub const SERVICES: [&str; 5] = ["order", "inventory", "courier", "payment", "communication"];
 
+/// Which topics each service's consumer group reads (the group is named
+/// after the service). Tools that measure lag or wait for a quiet system
+/// read it from here.
+pub const CONSUMERS: [(&str, &[&str]); 5] = [
+    (
+        "order",
+        &["order-requests", "inventory", "shipments", "payments"],
+    ),
+    ("inventory", &["orders", "shipments"]),
+    ("courier", &["inventory", "payments", "orders"]),
+    ("payment", &["shipments", "orders"]),
+    ("communication", &["orders"]),
+];
+
 /// One Kafka topic per owning service, plus the command ingress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {

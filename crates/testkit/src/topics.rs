@@ -122,45 +122,14 @@ pub async fn order_events(
         .collect())
 }
 
-/// Topics each service's consumer group reads.
-pub const GROUP_TOPICS: [(&str, &[&str]); 5] = [
-    (
-        "order",
-        &["order-requests", "inventory", "shipments", "payments"],
-    ),
-    ("inventory", &["orders", "shipments"]),
-    ("courier", &["inventory", "payments", "orders"]),
-    ("payment", &["shipments", "orders"]),
-    ("communication", &["orders"]),
-];
-
-/// Total lag (high watermark − committed offset) of a group over its topics.
+/// Total lag of a group over its topics (see [`choreo_bus::lag`]).
 pub async fn group_lag(brokers: &str, group: &str, topics: &[&str]) -> anyhow::Result<i64> {
-    let brokers = brokers.to_owned();
+    let kafka = KafkaSettings::new(brokers);
     let group = group.to_owned();
     let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = KafkaSettings::new(&brokers)
-            .consumer_config(&group)
-            .create()?;
-        let timeout = Duration::from_secs(10);
-        let mut tpl = TopicPartitionList::new();
-        for t in &topics {
-            for p in 0..choreo_events::Topic::PARTITIONS {
-                tpl.add_partition(t, p);
-            }
-        }
-        let committed = consumer.committed_offsets(tpl, timeout)?;
-        let mut lag = 0;
-        for e in committed.elements() {
-            let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
-            let at = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => low,
-            };
-            lag += (high - at).max(0);
-        }
-        Ok(lag)
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        Ok(choreo_bus::lag::group_lag(&kafka, &group, &topics)?)
     })
     .await?
 }
@@ -169,7 +138,7 @@ pub async fn group_lag(brokers: &str, group: &str, topics: &[&str]) -> anyhow::R
 /// topics: everything produced so far has been processed.
 pub async fn wait_groups_caught_up(brokers: &str, timeout: Duration) -> anyhow::Result<()> {
     crate::eventually("every consumer group to catch up", timeout, || async {
-        for (group, topics) in GROUP_TOPICS {
+        for (group, topics) in choreo_events::CONSUMERS {
             if group_lag(brokers, group, topics).await? > 0 {
                 return Ok(None);
             }
