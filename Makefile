@@ -7,7 +7,7 @@ export CHOREO_TOOLS_DIR := $(TOOLS_DIR)
 export CHOREO_TANSU_BIN ?= $(TOOLS_DIR)/tansu-0.6.0/bin/tansu
 export CHOREO_KCAT ?= $(CURDIR)/scripts/kcat
 
-.PHONY: help tools build run run-memory test lint fmt bench clean-data
+.PHONY: help tools build run run-memory test lint fmt bench profile clean-data
 
 help:
 	@echo "make run    — build and start the whole local stack (broker, registry, five services)"
@@ -15,6 +15,7 @@ help:
 	@echo "make tools  — install the broker, kcat and its librdkafka into $(TOOLS_DIR) (done by run/test)"
 	@echo "make clean-data — delete ./data (every event, schema and service database of make run)"
 	@echo "make bench  — saga throughput and latency on a fresh local stack (release build)"
+	@echo "make profile — the bench under perf: CPU per process, library and function (./profile)"
 	@echo "make lint   — rustfmt and clippy, warnings as errors"
 	@echo "make up / make down / make logs — the docker compose stack (deploy/)"
 
@@ -46,6 +47,11 @@ fmt:
 
 bench: tools build
 	target/release/choreo bench --concurrency 512 --duration 20s --json-out bench.json
+
+# The bench under a system-wide `perf record`: CPU per process, library and
+# function in ./profile (scripts/profile.sh).
+profile: tools build
+	scripts/profile.sh profile
 
 clean-data:
 	rm -rf data

@@ -5,13 +5,18 @@
 //! `session.timeout.ms`, and a fetch is held up to `fetch.wait.max.ms` even
 //! when data arrives, so both are kept short. Every librdkafka property can
 //! be overridden, so SASL/TLS against a real cluster needs no code change.
+//! An override named `producer.<property>` applies to producers only and
+//! `consumer.<property>` to consumers only (no librdkafka property starts
+//! with either word), so a producer-only setting such as
+//! `enable.idempotence` does not make every consumer warn about it.
 
 use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 
 /// Prefix of environment variables that become librdkafka properties:
-/// `CHOREO_KAFKA_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol=SASL_SSL`.
+/// `CHOREO_KAFKA_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol=SASL_SSL`,
+/// `CHOREO_KAFKA_PRODUCER_LINGER_MS=5` → `linger.ms=5` for producers only.
 pub const ENV_PREFIX: &str = "CHOREO_KAFKA_";
 
 /// `CHOREO_KAFKA_CONFIG="k=v,k2=v2"` for properties whose names contain
@@ -61,17 +66,19 @@ impl KafkaSettings {
         self
     }
 
-    fn apply(&self, mut config: ClientConfig) -> ClientConfig {
+    fn apply(&self, mut config: ClientConfig, role: Role) -> ClientConfig {
         config.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.overrides {
-            config.set(k, v);
+            match (k.split_once('.'), role) {
+                (Some(("producer", prop)), Role::Producer) => config.set(prop, v),
+                (Some(("consumer", prop)), Role::Consumer) => config.set(prop, v),
+                (Some(("producer" | "consumer", _)), _) => continue,
+                _ => config.set(k, v),
+            };
         }
         config
     }
 
-    /// Producer: idempotent (no duplicates or reordering on retry), all
-    /// in-sync replicas acknowledge, a small linger so the relay's batches
-    /// leave as few requests.
     pub fn producer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("enable.idempotence", "true")
@@ -79,7 +86,7 @@ impl KafkaSettings {
             .set("linger.ms", "2")
             .set("message.timeout.ms", "30000")
             .set("socket.nagle.disable", "true");
-        self.apply(c)
+        self.apply(c, Role::Producer)
     }
 
     /// Consumer of a group: offsets are stored by the loop only after the
@@ -96,7 +103,7 @@ impl KafkaSettings {
             .set("heartbeat.interval.ms", "500")
             .set("fetch.wait.max.ms", "10")
             .set("socket.nagle.disable", "true");
-        self.apply(c)
+        self.apply(c, Role::Consumer)
     }
 
     /// A consumer outside any group (CLI reads, tests): no commits.
@@ -110,12 +117,21 @@ impl KafkaSettings {
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "10")
         .set("socket.nagle.disable", "true");
-        self.apply(c)
+        self.apply(c, Role::Consumer)
     }
 
     pub fn admin_config(&self) -> ClientConfig {
-        self.apply(ClientConfig::new())
+        self.apply(ClientConfig::new(), Role::Admin)
     }
+}
+
+/// Which kind of client a configuration is for: scoped overrides
+/// (`producer.…`, `consumer.…`) apply to their kind only.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    Producer,
+    Consumer,
+    Admin,
 }
 
 #[cfg(test)]
@@ -139,5 +155,29 @@ mod tests {
         assert_eq!(c.get("bootstrap.servers"), Some("b:9092"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(s.overrides.len(), 4);
+    }
+
+    #[test]
+    fn scoped_overrides_reach_their_kind_of_client_only() {
+        let s = KafkaSettings::new("b:9092").with_env_overrides([
+            (
+                "CHOREO_KAFKA_PRODUCER_ENABLE_IDEMPOTENCE".into(),
+                "false".into(),
+            ),
+            ("CHOREO_KAFKA_CONSUMER_FETCH_WAIT_MAX_MS".into(), "1".into()),
+        ]);
+        let p = s.producer_config();
+        assert_eq!(p.get("enable.idempotence"), Some("false"));
+        assert_eq!(p.get("fetch.wait.max.ms"), None);
+        assert_eq!(p.get("producer.enable.idempotence"), None);
+        let c = s.consumer_config("g");
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("1"));
+        assert_eq!(c.get("enable.idempotence"), None);
+        assert_eq!(c.get("consumer.fetch.wait.max.ms"), None);
+        let r = s.reader_config();
+        assert_eq!(r.get("fetch.wait.max.ms"), Some("1"));
+        let a = s.admin_config();
+        assert_eq!(a.get("enable.idempotence"), None);
+        assert_eq!(a.get("fetch.wait.max.ms"), None);
     }
 }

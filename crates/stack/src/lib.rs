@@ -11,23 +11,27 @@
 //!
 //! - [`config`]: ports, paths and per-service settings of one stack.
 //! - [`process`]: one supervised child: spawn, log prefixing, SIGTERM/SIGKILL.
+//! - [`broker`]: the tansu child and its liveness watchdog.
 //! - [`Stack`]: the whole thing, with the fault-injection verbs tests need
 //!   (kill a service, restart the broker).
 
+pub mod broker;
 pub mod config;
 pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::info;
 
+pub use broker::{Broker, BrokerSpec};
 pub use config::{LogSink, Ports, StackConfig};
 pub use process::Child;
 
@@ -63,7 +67,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub struct Stack {
     pub config: StackConfig,
-    broker: Option<Child>,
+    broker: Option<Broker>,
+    broker_restarts: Arc<AtomicU32>,
     registry: Option<Child>,
     services: BTreeMap<String, Vec<Child>>,
 }
@@ -79,6 +84,7 @@ impl Stack {
         let mut stack = Stack {
             config,
             broker: None,
+            broker_restarts: Arc::new(AtomicU32::new(0)),
             registry: None,
             services: BTreeMap::new(),
         };
@@ -120,11 +126,10 @@ impl Stack {
     /// `(name, pid)` of every running child: broker, registry, services.
     pub fn pids(&self) -> Vec<(String, u32)> {
         let mut out = Vec::new();
-        let named = self
-            .broker
-            .iter()
-            .chain(self.registry.iter())
-            .chain(self.services.values().flatten());
+        if let Some(pid) = self.broker.as_ref().and_then(Broker::pid) {
+            out.push(("broker".to_owned(), pid));
+        }
+        let named = self.registry.iter().chain(self.services.values().flatten());
         for child in named {
             if let Some(pid) = child.pid() {
                 out.push((child.name().to_owned(), pid));
@@ -137,69 +142,41 @@ impl Stack {
         self.config.data_dir.join(name)
     }
 
+    /// Starts the broker and waits until it answers metadata. With SQLite
+    /// storage a watchdog restarts it when it stops answering (see
+    /// [`broker`]).
     pub async fn start_broker(&mut self) -> Result<()> {
-        let tansu = &self.config.tansu_bin;
-        if !tansu.exists() {
-            return Err(Error::MissingBinary(tansu.clone()));
-        }
-        let url = format!("tcp://127.0.0.1:{}", self.config.ports.broker);
         // tansu resolves a sqlite:// path against its working directory,
         // whatever the slashes, so it runs inside the broker's data folder.
         let dir = absolute(&self.config.data_dir.join("broker"));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
-            what: format!("creating {}", dir.display()),
-            source: e,
-        })?;
         let storage = if self.config.memory_broker {
             "memory://tansu/".to_owned()
         } else {
             "sqlite:///tansu.db".to_owned()
         };
-        let mut cmd = tokio::process::Command::new(tansu);
-        cmd.current_dir(&dir);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            &storage,
-        ])
-        .env(
-            "RUST_LOG",
-            std::env::var("CHOREO_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-        let child = Child::spawn("broker", cmd, &self.config.log, &self.config.data_dir)?;
-        self.broker = Some(child);
-        self.wait_broker().await
+        let spec = BrokerSpec {
+            tansu: self.config.tansu_bin.clone(),
+            dir,
+            port: self.config.ports.broker,
+            storage,
+            log: self.config.log.clone(),
+            data_dir: self.config.data_dir.clone(),
+        };
+        self.broker = Some(Broker::start(spec, self.broker_restarts.clone()).await?);
+        Ok(())
     }
 
     /// Stops the broker (SIGTERM, then SIGKILL): for broker-restart tests.
     pub async fn stop_broker(&mut self) {
-        if let Some(child) = self.broker.take() {
-            child.stop(Duration::from_secs(5)).await;
+        if let Some(broker) = self.broker.take() {
+            broker.stop(Duration::from_secs(5)).await;
         }
     }
 
-    async fn wait_broker(&mut self) -> Result<()> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.config.ports.broker).into();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        wait_tcp("broker", addr, deadline, self.broker.as_mut()).await?;
-        let brokers = self.brokers();
-        // A port that accepts is not yet a broker that answers metadata.
-        let ok = tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .create()?;
-            consumer.fetch_metadata(None, Duration::from_secs(20))?;
-            Ok::<_, rdkafka::error::KafkaError>(())
-        })
-        .await
-        .map_err(|e| Error::Exited("broker".into(), e.to_string()))?;
-        ok?;
-        info!(brokers = %self.brokers(), "broker ready");
-        Ok(())
+    /// How often the broker watchdog has restarted the broker.
+    pub fn broker_restarts(&self) -> u32 {
+        self.broker_restarts
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every topic of the contract plus each service's dead-letter topic.
@@ -260,6 +237,15 @@ impl Stack {
         ];
         if let Some(db) = self.config.database_urls.get(name) {
             env.push(("DATABASE_URL".to_owned(), db.clone()));
+        }
+        if !self.config.memory_broker {
+            // See broker::SQLITE_PRODUCER_SETTINGS. Settings of the same name
+            // in the runner's environment or the stack's config win.
+            for (key, value) in broker::SQLITE_PRODUCER_SETTINGS {
+                if std::env::var_os(key).is_none() {
+                    env.push(((*key).to_owned(), (*value).to_owned()));
+                }
+            }
         }
         if let Some(extra) = self.config.service_env.get(name) {
             env.extend(extra.iter().cloned());
