@@ -120,7 +120,8 @@ impl CommonSettings {
 
     /// The environment variable names this module reads (for tools that
     /// check deployment files against the code).
-    pub const ENV_VARS: [&'static str; 7] = [
+    pub const ENV_VARS: [&'static str; 8] = [
+        WORKER_THREADS_VAR,
         "CHOREO_HTTP_ADDR",
         "CHOREO_BROKERS",
         "CHOREO_REGISTRY_URL",
@@ -129,6 +130,40 @@ impl CommonSettings {
         "CHOREO_RETENTION_SECS",
         "CHOREO_LOG_JSON",
     ];
+}
+
+/// Tokio worker threads of a service ([`runtime`]).
+pub const WORKER_THREADS_VAR: &str = "CHOREO_WORKER_THREADS";
+
+/// The runtime a service runs on: `CHOREO_WORKER_THREADS` worker threads,
+/// one by default.
+///
+/// One is the measured best here: a service's consumer applies its batches
+/// in order anyway, and with a worker per core the five services' tasks
+/// kept waking each other across threads. On the 2-core machine, with the
+/// whole stack on it, one worker per service raised closed-loop throughput
+/// from 665 to 971 sagas/s and cut CPU per saga from 2.28 to 1.66 ms (most
+/// of the difference was kernel time in wake-ups and context switches). A
+/// service with a busy HTTP API on a larger machine may want more.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match std::env::var(WORKER_THREADS_VAR) {
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{WORKER_THREADS_VAR}={v}: expected a whole number of at least 1"),
+                )
+            })?,
+        Err(_) => 1,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
 }
 
 /// A service's connections, ready to run.

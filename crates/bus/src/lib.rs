@@ -41,7 +41,7 @@ pub use config::KafkaSettings;
 pub use consumer::{Consumer, ConsumerSpec, Handler, Incoming, Readiness};
 pub use emitter::Emitter;
 pub use error::{Error, HandlerError, Result};
-pub use host::{CommonSettings, Host};
+pub use host::{runtime, CommonSettings, Host};
 pub use relay::Relay;
 
 /// Header names this runtime writes. Dead-letter headers follow the

@@ -155,9 +155,13 @@ pub async fn run(
     let codec = Arc::new(Codec::new(&target.registry));
     let kafka = KafkaSettings::new(&target.brokers);
     let tracker = Tracker::start(&kafka, codec.clone()).await?;
-    let procs = ProcSampler::start(match &target._stack {
-        Some((stack, _)) => stack.pids(),
-        None => stack_processes().into_iter().map(|(p, n)| (n, p)).collect(),
+    let procs = ProcSampler::start({
+        let mut pids = match &target._stack {
+            Some((stack, _)) => stack.pids(),
+            None => stack_processes().into_iter().map(|(p, n)| (n, p)).collect(),
+        };
+        pids.push((LOAD_GENERATOR.to_owned(), std::process::id()));
+        pids
     });
     let started = Instant::now();
     let measure_from = started + args.warmup;
@@ -605,6 +609,17 @@ impl Tracker {
         let ceiling_sagas = ceiling
             .as_ref()
             .map(|c| c.messages_per_second / DELIVERIES_PER_SAGA as f64);
+        // CPU cost per saga: CPU time over the whole run (warm-up and drain
+        // included) divided by every saga that finished in it. The stack
+        // excludes this load generator, which shares the machine here.
+        let finished = s.completed_total.max(1) as f64;
+        let per_saga = |p: &ProcStats| p.cpu_seconds * 1000.0 / finished;
+        let stack_ms: f64 = processes
+            .iter()
+            .filter(|p| p.name != LOAD_GENERATOR)
+            .map(per_saga)
+            .sum();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         json!({
             "mode": if args.rate.is_some() { "open" } else { "closed" },
             "rate_offered": args.rate,
@@ -631,8 +646,12 @@ impl Tracker {
             "processes": processes.iter().map(|p| json!({
                 "name": p.name, "pid": p.pid,
                 "cpu_percent": round(p.cpu_percent),
+                "cpu_ms_per_saga": round2(per_saga(p)),
                 "peak_rss_mib": round(p.peak_rss_mib),
             })).collect::<Vec<_>>(),
+            "stack_cpu_ms_per_saga": round2(stack_ms),
+            "cores": cores,
+            "cpu_bound_sagas_per_second": (stack_ms > 0.0).then(|| round(cores * 1000.0 / stack_ms)),
         })
     }
 }
@@ -673,6 +692,10 @@ fn record_notified(s: &mut TrackerState, p: &mut Pending, at: Instant) {
 
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn quantiles(h: &Histogram<u64>) -> Value {
@@ -835,10 +858,15 @@ async fn consumer_lag(brokers: &str) -> anyhow::Result<HashMap<String, i64>> {
     .await?
 }
 
+/// This process in the per-process table: it drives and tracks the load.
+const LOAD_GENERATOR: &str = "bench (load generator)";
+
 struct ProcStats {
     name: String,
     pid: u32,
     cpu_percent: f64,
+    /// CPU time (user + system) used while the benchmark ran.
+    cpu_seconds: f64,
     peak_rss_mib: f64,
 }
 
@@ -873,9 +901,13 @@ impl ProcSampler {
             // Linux reports CPU time in clock ticks of 100 Hz (USER_HZ).
             first
                 .into_iter()
-                .map(|(pid, name)| ProcStats {
-                    cpu_percent: (cpu_ticks(pid).saturating_sub(cpu0[&pid]) as f64 / 100.0) / wall
-                        * 100.0,
+                .map(|(pid, name)| {
+                    let cpu_seconds = cpu_ticks(pid).saturating_sub(cpu0[&pid]) as f64 / 100.0;
+                    (pid, name, cpu_seconds)
+                })
+                .map(|(pid, name, cpu_seconds)| ProcStats {
+                    cpu_percent: cpu_seconds / wall * 100.0,
+                    cpu_seconds,
                     peak_rss_mib: peak.get(&pid).copied().unwrap_or_default() as f64 / 1024.0,
                     name,
                     pid,
@@ -983,14 +1015,26 @@ fn print_report(out: &mut impl Write, r: &Value) -> anyhow::Result<()> {
         n["p50"], n["p90"], n["p99"], n["p999"], n["max"]
     )?;
     writeln!(out, "  consumer lag at end   {}", r["consumer_lag"])?;
-    writeln!(out, "  {:<22} {:>8} {:>10}", "process", "cpu %", "peak MiB")?;
+    writeln!(
+        out,
+        "  {:<24} {:>8} {:>14} {:>10}",
+        "process", "cpu %", "cpu ms/saga", "peak MiB"
+    )?;
     for p in r["processes"].as_array().into_iter().flatten() {
         writeln!(
             out,
-            "  {:<22} {:>8.1} {:>10.1}",
+            "  {:<24} {:>8.1} {:>14.2} {:>10.1}",
             p["name"].as_str().unwrap_or(""),
             p["cpu_percent"].as_f64().unwrap_or_default(),
+            p["cpu_ms_per_saga"].as_f64().unwrap_or_default(),
             p["peak_rss_mib"].as_f64().unwrap_or_default()
+        )?;
+    }
+    if let Some(bound) = r["cpu_bound_sagas_per_second"].as_f64() {
+        writeln!(
+            out,
+            "  the stack used {} ms of CPU per saga: {} cores allow at most {bound} sagas/s",
+            r["stack_cpu_ms_per_saga"], r["cores"]
         )?;
     }
     Ok(())

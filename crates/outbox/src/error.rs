@@ -48,6 +48,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Work registered with
+    /// [`UnitOfWork::before_commit`](crate::UnitOfWork::before_commit)
+    /// failed, so the transaction was rolled back instead of committed.
+    #[error("before commit ({what}): {reason}")]
+    BeforeCommit { what: String, reason: String },
+
     /// An outbox row's headers column is not the JSON this crate writes.
     #[error("outbox row {seq} has malformed headers")]
     Headers {
@@ -70,7 +76,8 @@ impl Error {
         match self {
             Error::Sql { source, .. } => is_retryable_sqlx(source),
             Error::Migrate(e) => is_retryable_migrate(e),
-            Error::CreateDir { .. } => true,
+            // Durability work (an fsync, say) failing is the environment.
+            Error::CreateDir { .. } | Error::BeforeCommit { .. } => true,
             Error::InvalidUrl { .. } | Error::Headers { .. } => false,
         }
     }

@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
 use sqlx::{Any, AnyConnection, Transaction};
 
@@ -45,7 +47,11 @@ pub struct UnitOfWork<'c> {
     db: Db,
     appended: usize,
     locked_keys: HashSet<String>,
+    before_commit: Vec<(String, BeforeCommit)>,
 }
+
+/// Work that must finish before the transaction commits.
+type BeforeCommit = Pin<Box<dyn Future<Output = std::result::Result<(), String>> + Send>>;
 
 impl fmt::Debug for UnitOfWork<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -63,6 +69,7 @@ impl<'c> UnitOfWork<'c> {
             db,
             appended: 0,
             locked_keys: HashSet::new(),
+            before_commit: Vec::new(),
         }
     }
 
@@ -136,7 +143,30 @@ impl<'c> UnitOfWork<'c> {
     }
 
     /// Commits, then wakes the relay if anything was appended.
-    pub async fn commit(self) -> Result<()> {
+    /// Registers work that must be done before this unit commits, once per
+    /// `key` however often it is registered: e.g. making files durable that
+    /// the transaction's rows speak of, with one flush for a whole batch
+    /// instead of one per message. [`commit`](Self::commit) runs the work in
+    /// registration order; if any fails, the transaction is rolled back and
+    /// commit returns [`Error::BeforeCommit`] (retryable).
+    pub fn before_commit<F>(&mut self, key: &str, work: F)
+    where
+        F: Future<Output = std::result::Result<(), String>> + Send + 'static,
+    {
+        if self.before_commit.iter().all(|(k, _)| k != key) {
+            self.before_commit.push((key.to_owned(), Box::pin(work)));
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        for (what, work) in std::mem::take(&mut self.before_commit) {
+            if let Err(reason) = work.await {
+                if let Err(e) = self.tx.rollback().await {
+                    tracing::warn!(error = %e, "rollback after failed before-commit work");
+                }
+                return Err(Error::BeforeCommit { what, reason });
+            }
+        }
         self.tx
             .commit()
             .await

@@ -79,6 +79,7 @@ on_both!(
     purge_removes_only_old_rows,
     commit_wakes_the_relay,
     errors_are_classified,
+    before_commit_work_runs_once_or_rolls_back,
 );
 
 // --- helpers -------------------------------------------------------------
@@ -119,6 +120,58 @@ async fn test_state(db: &Db, id: &str) -> Result<Option<i64>> {
 }
 
 // --- scenarios -----------------------------------------------------------
+
+/// Before-commit work runs once per key, before the commit; when it fails
+/// the unit rolls back and the error is retryable.
+async fn before_commit_work_runs_once_or_rolls_back(url: String) -> Result<()> {
+    let db = connect(&url).await?;
+    let runs = Arc::new(Mutex::new(Vec::<&'static str>::new()));
+    let mut uow = db.begin().await?;
+    assert!(uow.record_inbox("communication", "e1").await?);
+    for _ in 0..3 {
+        let runs = runs.clone();
+        uow.before_commit("flush", async move {
+            runs.lock().unwrap().push("flush");
+            Ok(())
+        });
+    }
+    let later = runs.clone();
+    uow.before_commit("other", async move {
+        later.lock().unwrap().push("other");
+        Ok(())
+    });
+    assert!(
+        runs.lock().unwrap().is_empty(),
+        "nothing runs before commit"
+    );
+    uow.commit().await?;
+    assert_eq!(*runs.lock().unwrap(), vec!["flush", "other"]);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await?, 1);
+
+    let mut uow = db.begin().await?;
+    assert!(uow.record_inbox("communication", "e2").await?);
+    uow.append(msg("order-2", b"notified")).await?;
+    uow.before_commit("flush", async { Err("disk full".to_owned()) });
+    let err = uow
+        .commit()
+        .await
+        .expect_err("failed work stops the commit");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await?, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await?, 0);
+
+    // Work registered on a unit that rolls back never runs.
+    let mut uow = db.begin().await?;
+    let never = runs.clone();
+    uow.before_commit("flush", async move {
+        never.lock().unwrap().push("rolled back");
+        Ok(())
+    });
+    uow.rollback().await?;
+    assert_eq!(runs.lock().unwrap().len(), 2);
+    Ok(())
+}
 
 /// Scenario 1: the inbox deduplicates, and a unit of work applies all of
 /// its writes (state, inbox, outbox) or none.

@@ -21,6 +21,7 @@ pub const DEFAULT_MAIL_FROM: &str = "shop@choreo.local";
 /// Every environment variable this service knows. `CHOREO_KAFKA_<PROPERTY>`
 /// (and `CHOREO_KAFKA_CONFIG`) pass any librdkafka property through.
 pub const ENV_VARS: &[&str] = &[
+    "CHOREO_WORKER_THREADS",
     "CHOREO_HTTP_ADDR",
     "CHOREO_BROKERS",
     "CHOREO_REGISTRY_URL",

@@ -111,6 +111,7 @@ impl Handler for CommunicationHandler {
                     .send(&mail)
                     .await
                     .map_err(HandlerError::retryable)?;
+                self.transport.durable_before_commit(uow);
                 let notification = Notification {
                     order_id: order_id.to_string(),
                     template: notice.template.code().to_owned(),

@@ -6,8 +6,11 @@ use choreo_communication::{rebuild, Application, Settings};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    choreo_bus::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env().map_err(anyhow::Error::msg)?;
     choreo_telemetry::init_logging("info", settings.common.log_json);

@@ -18,6 +18,7 @@ pub const DEFAULT_STOCK_SEED_FILE: &str = "deploy/seed/stock.json";
 /// prefix: any librdkafka property, e.g. `CHOREO_KAFKA_SESSION_TIMEOUT_MS`.
 /// `RUST_LOG` is read by the logging set-up.
 pub const ENV_VARS: &[&str] = &[
+    "CHOREO_WORKER_THREADS",
     "CHOREO_HTTP_ADDR",
     "CHOREO_BROKERS",
     "CHOREO_REGISTRY_URL",

@@ -19,6 +19,7 @@ pub const DEFAULT_TIMER_TICK: Duration = Duration::from_millis(200);
 /// for any librdkafka property (`CHOREO_KAFKA_SESSION_TIMEOUT_MS` →
 /// `session.timeout.ms`); `CHOREO_KAFKA_CONFIG` takes `k=v,k=v` pairs.
 pub const ENV_VARS: &[&str] = &[
+    "CHOREO_WORKER_THREADS",
     "CHOREO_HTTP_ADDR",
     "CHOREO_BROKERS",
     "CHOREO_REGISTRY_URL",

@@ -5,8 +5,11 @@ use tokio_util::sync::CancellationToken;
 
 use choreo_order::{Application, Settings};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    choreo_bus::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     choreo_telemetry::init_logging("info", settings.common.log_json);
     let app = Application::build(settings).await?;

@@ -3,8 +3,11 @@
 use choreo_payment::{Application, Settings};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    choreo_bus::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let settings = Settings::from_env().map_err(anyhow::Error::msg)?;
     choreo_telemetry::init_logging("info", settings.common.log_json);
     let app = Application::build(settings).await?;
