@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Summarises a system-wide `perf record` of `choreo bench` per process.
 
-Reads `perf script -F pid,ip,sym,dso` on stdin and the bench's JSON report
+Reads `perf script -F comm,pid,ip,sym,dso` on stdin and the bench's JSON report
 (argv[1]), whose `processes` name every pid of the stack. Prints, for the
 whole machine, where the CPU samples went (each process of the stack, other
-processes, idle), then per process its hottest libraries and functions.
+processes, idle), then per process its threads, libraries and hottest
+functions.
 """
 
 import collections
@@ -14,7 +15,8 @@ import sys
 
 TOP_LIBS = 6
 TOP_SYMS = 12
-LINE = re.compile(r"^\s*(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
+LINE = re.compile(r"^\s*(.*?)\s+(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
+TOP_THREADS = 6
 
 
 def category(sym, dso):
@@ -48,13 +50,14 @@ def main():
     total = 0
     per_proc = collections.Counter()
     libs = collections.defaultdict(collections.Counter)
+    threads = collections.defaultdict(collections.Counter)
     syms = collections.defaultdict(collections.Counter)
     cats = collections.defaultdict(collections.Counter)
     for line in sys.stdin:
         m = LINE.match(line)
         if not m:
             continue
-        pid, sym, dso = int(m.group(1)), m.group(2), m.group(3)
+        thread, pid, sym, dso = m.group(1), int(m.group(2)), m.group(3), m.group(4)
         total += 1
         if pid == 0:
             who = "(idle)"
@@ -64,6 +67,8 @@ def main():
         if who.startswith("("):
             continue
         libs[who][dso.rsplit("/", 1)[-1]] += 1
+        # Worker threads are numbered per process; keep the kind only.
+        threads[who][re.sub(r"[-_:]?\d+$", "", thread)] += 1
         syms[who][sym if sym != "[unknown]" else f"[unknown] in {dso.rsplit('/', 1)[-1]}"] += 1
         cats[who][category(sym, dso)] += 1
     if total == 0:
@@ -83,6 +88,9 @@ def main():
         print(f"== {who}: {100.0 * n / total:.1f} % of all samples")
         print("  by kind: " + ", ".join(
             f"{k} {100.0 * c / n:.0f} %" for k, c in cats[who].most_common()))
+        print("  threads:")
+        for t, c in threads[who].most_common(TOP_THREADS):
+            print(f"    {100.0 * c / n:5.1f} %  {t}")
         print("  libraries:")
         for lib, c in libs[who].most_common(TOP_LIBS):
             print(f"    {100.0 * c / n:5.1f} %  {lib}")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # CPU profile of the whole local stack under load: `choreo bench` (broker,
 # registry and the five services on this machine) runs under a system-wide
-# `perf record`, then perf's report is cut into three summaries:
-#   by-process.txt   CPU samples per process (comm)
-#   by-library.txt   per process, per binary or shared library (dso)
-#   hot-symbols.txt  the hottest functions per process
+# `perf record`, then scripts/profile-summary.py sums the samples up by the
+# stack's processes (the bench report names their pids) into summary.txt:
+# the share of the two cores each process took, and per process its
+# threads, libraries and hottest functions. perf.data stays for
+# `perf report -i OUT_DIR/perf.data`.
 # Usage: scripts/profile.sh [OUT_DIR] [choreo bench arguments…]
 #   default: profile/ and --concurrency 512 --duration 30s
 # Needs Debian's linux-perf (installed here when missing) and a release
@@ -37,11 +38,8 @@ perf record -q -F 499 -a -e cpu-clock -o "$out/perf.data" -- \
   target/release/choreo bench "${args[@]}" --json-out "$out/bench.json" \
   | tee "$out/bench.txt"
 
-report() { perf report -i "$out/perf.data" --stdio --no-children "$@" 2>/dev/null; }
-report --sort comm >"$out/by-process.txt"
-report --sort comm,dso --percent-limit 0.5 >"$out/by-library.txt"
-report --sort comm,sym --percent-limit 0.3 >"$out/hot-symbols.txt"
+perf script -i "$out/perf.data" -F comm,pid,ip,sym,dso 2>/dev/null \
+  | python3 scripts/profile-summary.py "$out/bench.json" >"$out/summary.txt"
 echo
-echo "[profile] CPU samples per process ($out/by-process.txt):"
-grep -E '^ +[0-9]' "$out/by-process.txt" | head -15
-echo "[profile] per library: $out/by-library.txt; hottest functions: $out/hot-symbols.txt"
+sed -n '1,/^== /p' "$out/summary.txt" | sed '$d'
+echo "[profile] per process threads, libraries and functions: $out/summary.txt"
