@@ -214,7 +214,7 @@ async fn watchdog_restarts_a_broker_that_stopped_answering() -> anyhow::Result<(
     assert!(stopped.success());
     let new_pid = eventually(
         "the watchdog to restart the broker",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         || {
             let restarts = stack.broker_restarts();
             let now = broker_pid(&stack).ok();

@@ -55,7 +55,11 @@ pub const SQLITE_PRODUCER_SETTINGS: &[(&str, &str)] = &[
 /// Time between liveness probes.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long one metadata request may take before the probe counts as failed.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+/// A dead storage task fails a probe at once (the broker drops the
+/// connection); the timeout only has to tell a busy broker from a stuck one,
+/// so it is generous: a broker saturated by load answered within 4 s here
+/// but not always, and restarting a busy broker only makes it busier.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Consecutive failed probes that make the watchdog restart the broker.
 pub const FAILURES_BEFORE_RESTART: u32 = 3;
 /// How long a (re)started broker has to answer metadata.
