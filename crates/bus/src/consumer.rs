@@ -13,6 +13,11 @@
 //! per-partition order holds. A *permanent* failure sends the original
 //! bytes, key and headers to `dlq.<service>` with the reason and source
 //! coordinates in headers, and the partition moves on.
+//!
+//! Whatever librdkafka has already fetched is applied as one batch: one
+//! transaction, one multi-row inbox insert, the handlers in order. Any
+//! failure in a batch rolls it back and replays it one message at a time,
+//! where the rules above apply per message.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -430,6 +435,33 @@ impl<H: Handler> Consumer<H> {
         incoming: &Incoming,
         trace_ctx: TraceContext,
     ) -> Result<bool, HandlerError> {
+        let event_id = &incoming.event.metadata().event_id;
+        if !uow.record_inbox(&self.spec.service, event_id).await? {
+            self.duplicate(incoming);
+            return Ok(false);
+        }
+        self.handle(uow, incoming, trace_ctx).await?;
+        Ok(true)
+    }
+
+    fn duplicate(&self, incoming: &Incoming) {
+        metrics::counter!("choreo_duplicates_total", "service" => self.spec.service.clone())
+            .increment(1);
+        debug!(
+            service = %self.spec.service,
+            event_id = %incoming.event.metadata().event_id,
+            topic = %incoming.topic, offset = incoming.offset,
+            "duplicate event; no effect"
+        );
+    }
+
+    /// The handler for an event whose inbox entry is already recorded.
+    async fn handle(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        incoming: &Incoming,
+        trace_ctx: TraceContext,
+    ) -> Result<(), HandlerError> {
         let span = info_span!(
             "handle",
             service = %self.spec.service,
@@ -440,18 +472,9 @@ impl<H: Handler> Consumer<H> {
             order_id = %incoming.event.metadata().order_id,
             trace_id = %trace_ctx.trace_id,
         );
-        async {
-            let event_id = &incoming.event.metadata().event_id;
-            if !uow.record_inbox(&self.spec.service, event_id).await? {
-                metrics::counter!("choreo_duplicates_total", "service" => self.spec.service.clone()).increment(1);
-                debug!(%event_id, "duplicate event; no effect");
-                return Ok(false);
-            }
-            trace::scope(trace_ctx, self.handler.handle(uow, incoming)).await?;
-            Ok(true)
-        }
-        .instrument(span)
-        .await
+        trace::scope(trace_ctx, self.handler.handle(uow, incoming))
+            .instrument(span)
+            .await
     }
 
     async fn try_process(&self, msg: &BorrowedMessage<'_>) -> Result<(), HandlerError> {
@@ -513,13 +536,30 @@ impl<H: Handler> Consumer<H> {
             decoded.push(self.incoming(msg).await?);
         }
         let mut uow = self.db.begin().await?;
-        for (incoming, trace_ctx) in decoded {
-            if let Err(e) = self.apply(&mut uow, &incoming, trace_ctx).await {
-                if let Err(rb) = uow.rollback().await {
-                    warn!(error = %rb, "rollback failed");
+        let result = async {
+            // Every inbox entry of the batch in one statement; an event id
+            // is new at most once, so a repeat inside the batch is a
+            // duplicate like any other.
+            let ids: Vec<&str> = decoded
+                .iter()
+                .map(|(i, _)| i.event.metadata().event_id.as_str())
+                .collect();
+            let mut fresh = uow.record_inbox_many(&self.spec.service, &ids).await?;
+            for (incoming, trace_ctx) in &decoded {
+                if fresh.remove(&incoming.event.metadata().event_id) {
+                    self.handle(&mut uow, incoming, trace_ctx.clone()).await?;
+                } else {
+                    self.duplicate(incoming);
                 }
-                return Err(e);
             }
+            Ok::<_, HandlerError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            if let Err(rb) = uow.rollback().await {
+                warn!(error = %rb, "rollback failed");
+            }
+            return Err(e);
         }
         uow.commit().await?;
         Ok(())

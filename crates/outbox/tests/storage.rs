@@ -80,6 +80,7 @@ on_both!(
     commit_wakes_the_relay,
     errors_are_classified,
     before_commit_work_runs_once_or_rolls_back,
+    inbox_many_reports_each_new_event_once,
 );
 
 // --- helpers -------------------------------------------------------------
@@ -120,6 +121,37 @@ async fn test_state(db: &Db, id: &str) -> Result<Option<i64>> {
 }
 
 // --- scenarios -----------------------------------------------------------
+
+/// A batch's inbox entries in one statement: old ids and repeats within the
+/// batch are not new; a rolled-back batch leaves nothing.
+async fn inbox_many_reports_each_new_event_once(url: String) -> Result<()> {
+    let db = connect(&url).await?;
+    let mut uow = db.begin().await?;
+    assert!(uow.record_inbox("order", "c").await?);
+    uow.commit().await?;
+
+    let mut uow = db.begin().await?;
+    let fresh = uow
+        .record_inbox_many("order", &["a", "b", "a", "c"])
+        .await?;
+    assert_eq!(fresh, HashSet::from(["a".to_owned(), "b".to_owned()]));
+    uow.rollback().await?;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await?, 1);
+
+    // More ids than one statement takes; other consumers are separate.
+    let ids: Vec<String> = (0..700).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut uow = db.begin().await?;
+    assert_eq!(uow.record_inbox_many("order", &refs).await?.len(), 700);
+    assert_eq!(
+        uow.record_inbox_many("payment", &refs[..10]).await?.len(),
+        10
+    );
+    assert!(uow.record_inbox_many("order", &refs[..5]).await?.is_empty());
+    uow.commit().await?;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await?, 711);
+    Ok(())
+}
 
 /// Before-commit work runs once per key, before the commit; when it fails
 /// the unit rolls back and the error is retryable.
