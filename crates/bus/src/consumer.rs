@@ -545,11 +545,11 @@ impl<H: Handler> Consumer<H> {
                 .map(|(i, _)| i.event.metadata().event_id.as_str())
                 .collect();
             let mut fresh = uow.record_inbox_many(&self.spec.service, &ids).await?;
-            for (incoming, trace_ctx) in &decoded {
+            for (incoming, trace_ctx) in decoded {
                 if fresh.remove(&incoming.event.metadata().event_id) {
-                    self.handle(&mut uow, incoming, trace_ctx.clone()).await?;
+                    self.handle(&mut uow, &incoming, trace_ctx).await?;
                 } else {
-                    self.duplicate(incoming);
+                    self.duplicate(&incoming);
                 }
             }
             Ok::<_, HandlerError>(())

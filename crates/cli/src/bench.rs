@@ -903,14 +903,13 @@ impl ProcSampler {
                 .into_iter()
                 .map(|(pid, name)| {
                     let cpu_seconds = cpu_ticks(pid).saturating_sub(cpu0[&pid]) as f64 / 100.0;
-                    (pid, name, cpu_seconds)
-                })
-                .map(|(pid, name, cpu_seconds)| ProcStats {
-                    cpu_percent: cpu_seconds / wall * 100.0,
-                    cpu_seconds,
-                    peak_rss_mib: peak.get(&pid).copied().unwrap_or_default() as f64 / 1024.0,
-                    name,
-                    pid,
+                    ProcStats {
+                        cpu_percent: cpu_seconds / wall * 100.0,
+                        cpu_seconds,
+                        peak_rss_mib: peak.get(&pid).copied().unwrap_or_default() as f64 / 1024.0,
+                        name,
+                        pid,
+                    }
                 })
                 .collect()
         });

@@ -145,7 +145,6 @@ async fn probe(brokers: &str, timeout: Duration) -> Result<()> {
 /// The running broker, and for SQLite storage its watchdog.
 #[derive(Debug)]
 pub struct Broker {
-    spec: Arc<BrokerSpec>,
     child: Arc<Mutex<Option<Child>>>,
     pid: Arc<AtomicU32>,
     restarts: Arc<AtomicU32>,
@@ -171,7 +170,6 @@ impl Broker {
             ))
         });
         Ok(Broker {
-            spec,
             child,
             pid,
             restarts,
@@ -186,10 +184,6 @@ impl Broker {
     /// Restarts the watchdog has made since the stack started.
     pub fn restarts(&self) -> u32 {
         self.restarts.load(Ordering::Acquire)
-    }
-
-    pub fn spec(&self) -> &BrokerSpec {
-        &self.spec
     }
 
     /// Stops the watchdog, then the broker (SIGTERM, then SIGKILL).
