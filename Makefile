@@ -4,15 +4,13 @@ SHELL := /bin/bash
 
 TOOLS_DIR ?= $(or $(CHOREO_TOOLS_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/choreo/tools)
 export CHOREO_TOOLS_DIR := $(TOOLS_DIR)
-export CHOREO_TANSU_BIN ?= $(TOOLS_DIR)/tansu-0.6.0/bin/tansu
-export CHOREO_KCAT ?= $(CURDIR)/scripts/kcat
 
-.PHONY: help tools build run run-memory test lint fmt bench profile clean-data
+.PHONY: help tools build run test lint fmt bench profile clean-data
 
 help:
-	@echo "make run    — build and start the whole local stack (broker, registry, five services)"
-	@echo "make test   — unit tests, then end-to-end tests against the real broker and registry"
-	@echo "make tools  — install the broker, kcat and its librdkafka into $(TOOLS_DIR) (done by run/test)"
+	@echo "make run    — build and start the whole local stack (Apache Kafka, registry, five services)"
+	@echo "make test   — unit tests, then end-to-end tests against Apache Kafka and the registry"
+	@echo "make tools  — install Kafka's jars into $(TOOLS_DIR), and a JRE, Maven, PostgreSQL's binaries, kcat (done by run/test)"
 	@echo "make clean-data — delete ./data (every event, schema and service database of make run)"
 	@echo "make bench  — saga throughput and latency on a fresh local stack (release build)"
 	@echo "make profile — the bench under perf: CPU per process, library and function (./profile)"
@@ -27,10 +25,6 @@ build:
 
 run: tools build
 	target/release/choreo up
-
-# In-memory broker: nothing survives a restart.
-run-memory: tools build
-	target/release/choreo up --memory
 
 # The end-to-end tests start the service binaries as child processes, so the
 # binaries are built first.

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Installs what choreo needs outside Cargo, once per machine, into a cache
 # outside the clone so a fresh clone (and CI) reuses it:
-#   - tansu 0.6.0, the Kafka-API broker (a cold build takes 10-13 minutes);
-#   - Debian's kcat and docker-compose;
-#   - librdkafka 2.x taken from the confluent-kafka wheel, because Debian's
-#     kcat links librdkafka 2.0.2, which cannot parse tansu's ApiVersions reply.
+#   - a JRE and Maven (Debian's) when missing;
+#   - Apache Kafka's jars, from Maven Central through deploy/kafka/pom.xml,
+#     into $TOOLS_DIR/kafka-<version>/libs (Maven's own cache is ~/.m2);
+#   - PostgreSQL's server binaries (Debian's), for the tests' throwaway
+#     clusters: no cluster is created or started here;
+#   - Debian's kcat and docker-compose.
 # Idempotent: every step is skipped when its result is already there.
 set -euo pipefail
 
+cd "$(dirname "$0")/.."
 TOOLS_DIR="${CHOREO_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/choreo/tools}"
-TANSU_VERSION=0.6.0
-TANSU_ROOT="$TOOLS_DIR/tansu-$TANSU_VERSION"
+# The one Kafka version of the project: the pom's, which the compose image
+# and crates/stack use too (tests/tests/compose.rs checks all three agree).
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)"
+KAFKA_LIBS="$TOOLS_DIR/kafka-$KAFKA_VERSION/libs"
 mkdir -p "$TOOLS_DIR"
 
 say() { printf '[tools] %s\n' "$*" >&2; }
@@ -19,52 +24,56 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+have_postgres() {
+  command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  say "installing Debian packages: $*"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 install_debian_packages() {
   local missing=()
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-  command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+  command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  if ! have_postgres; then
+    # The binaries only: Debian's package would otherwise create and start
+    # a "main" cluster, and no test may rely on a server that happens to run.
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' |
+      as_root tee /etc/postgresql-common/createcluster.d/choreo.conf >/dev/null
+    missing+=(postgresql)
+  fi
   if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing Debian packages: ${missing[*]}"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
   fi
 }
 
-install_tansu() {
-  if [ -x "$TANSU_ROOT/bin/tansu" ]; then
+install_kafka() {
+  if [ -e "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
     return
   fi
-  say "building tansu $TANSU_VERSION into $TANSU_ROOT (first time only, about 10-13 minutes)"
-  # A private target dir keeps the broker's build out of the workspace's.
-  CARGO_TARGET_DIR="$TOOLS_DIR/.tansu-build" \
-    cargo install --root "$TANSU_ROOT" tansu --version "$TANSU_VERSION" \
-      --locked --features dynostore,libsql
-  rm -rf "$TOOLS_DIR/.tansu-build"
-}
-
-install_librdkafka() {
-  local dir="$TOOLS_DIR/librdkafka"
-  if [ -e "$dir/librdkafka.so.1" ]; then
-    return
-  fi
-  say "fetching librdkafka from the confluent-kafka wheel"
-  local tmp
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' RETURN
-  python3 -m pip download --quiet --no-deps --only-binary=:all: \
-    --dest "$tmp" confluent-kafka
-  mkdir -p "$tmp/x" "$dir.new"
-  unzip -q -o "$tmp"/confluent_kafka-*.whl 'confluent_kafka.libs/*' -d "$tmp/x"
-  cp "$tmp"/x/confluent_kafka.libs/* "$dir.new/"
-  # kcat asks the loader for librdkafka.so.1; the wheel renamed the file.
-  ln -sf "$(basename "$(ls "$dir.new"/librdkafka-*.so.1 | head -n1)")" "$dir.new/librdkafka.so.1"
-  rm -rf "$dir" && mv "$dir.new" "$dir"
+  say "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS"
+  local tmp="$KAFKA_LIBS.new"
+  rm -rf "$tmp"
+  mvn -B -q -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$tmp"
+  # Maven writes its build folder beside the pom; nothing of it is needed.
+  rm -rf deploy/kafka/target
+  rm -rf "$KAFKA_LIBS" && mv "$tmp" "$KAFKA_LIBS"
 }
 
 install_debian_packages
-install_librdkafka
-install_tansu
+install_kafka
 
-printf 'tansu:   %s\n' "$TANSU_ROOT/bin/tansu"
-printf 'kcat:    %s (wrapper scripts/kcat)\n' "$(command -v kcat)"
+printf 'kafka:   %s (%s jars)\n' "$KAFKA_LIBS" "$(ls "$KAFKA_LIBS" | wc -l)"
+printf 'java:    %s\n' "$(command -v java)"
+printf 'kcat:    %s\n' "$(command -v kcat)"

@@ -43,7 +43,7 @@ impl Handler for Flaky {
 
 #[tokio::test]
 async fn a_retryable_failure_is_retried_in_place_and_nothing_overtakes_it() -> anyhow::Result<()> {
-    let stack = TestStack::builder().memory_broker(true).start().await?;
+    let stack = TestStack::builder().start().await?;
     let codec = Arc::new(Codec::new(&stack.registry_url()));
     let kafka = KafkaSettings::new(stack.brokers());
     let dir = tempfile::tempdir()?;

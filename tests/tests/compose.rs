@@ -209,9 +209,9 @@ fn services_reach_the_compose_infrastructure() {
                 && get("DATABASE_URL").contains("@postgres:5432/"),
             "{name}: DATABASE_URL must point at the postgres service"
         );
-        // Real Kafka needs none of the tansu workarounds of the defaults.
-        assert_eq!(get("CHOREO_KAFKA_SESSION_TIMEOUT_MS"), "45000", "{name}");
-        assert_eq!(get("CHOREO_KAFKA_FETCH_WAIT_MAX_MS"), "100", "{name}");
+        // The client settings the tests prove are the ones compose runs.
+        let overrides: Vec<&String> = env.keys().filter(|k| k.starts_with(KAFKA_PREFIX)).collect();
+        assert!(overrides.is_empty(), "{name}: Kafka client overrides {overrides:?}");
     }
     let communication = environment(service(&compose, "communication"));
     assert_eq!(
@@ -223,6 +223,82 @@ fn services_reach_the_compose_infrastructure() {
         depends_condition(service(&compose, "communication"), "mailpit").as_deref(),
         Some("service_healthy")
     );
+}
+
+/// `KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS` → `group.min.session.timeout.ms`,
+/// as the apache/kafka image's entrypoint maps its environment.
+fn kafka_property(env_name: &str) -> Option<String> {
+    let rest = env_name.strip_prefix("KAFKA_")?;
+    Some(rest.to_ascii_lowercase().replace('_', "."))
+}
+
+#[test]
+fn compose_runs_the_local_kafka_version_and_settings() {
+    let compose = compose();
+    let kafka = service(&compose, "kafka");
+    let version = choreo_stack::broker::KAFKA_VERSION;
+    assert_eq!(
+        text(&kafka["image"]).as_deref(),
+        Some(format!("apache/kafka:{version}").as_str()),
+        "compose runs the Kafka version of the local stack"
+    );
+    let pom = read("deploy/kafka/pom.xml");
+    assert!(
+        pom.contains(&format!("<kafka.version>{version}</kafka.version>")),
+        "deploy/kafka/pom.xml fetches Kafka {version}"
+    );
+    let compose_props: BTreeMap<String, String> = environment(kafka)
+        .into_iter()
+        .filter_map(|(k, v)| Some((kafka_property(&k)?, v)))
+        .collect();
+    let local = choreo_stack::broker::server_properties(9092, 9093, Path::new("/data"));
+    // Where each listens and keeps its logs differs by design; everything
+    // else (roles, replication factors, group timeouts, topic defaults)
+    // must be the same.
+    let per_host = [
+        "controller.quorum.voters",
+        "listeners",
+        "advertised.listeners",
+        "listener.security.protocol.map",
+        "log.dirs",
+    ];
+    let mut checked = 0;
+    for (key, value) in &local {
+        if per_host.contains(key) {
+            continue;
+        }
+        assert_eq!(
+            compose_props.get(*key),
+            Some(value),
+            "{key}: the local broker has {value}, compose has {:?}",
+            compose_props.get(*key)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} settings compared");
+    for key in ["session.timeout.ms", "heartbeat.interval.ms"] {
+        assert!(
+            !compose_props.contains_key(key),
+            "{key} is a client setting, not a broker one"
+        );
+    }
+    // The same listener names with the same protocols (compose adds one for
+    // clients on the host).
+    let protocols = |map: &str| -> BTreeMap<String, String> {
+        map.split(',')
+            .filter_map(|p| p.split_once(':'))
+            .map(|(n, p)| (n.to_owned(), p.to_owned()))
+            .collect()
+    };
+    let local_map = local
+        .iter()
+        .find(|(k, _)| *k == "listener.security.protocol.map")
+        .map(|(_, v)| protocols(v))
+        .expect("local protocol map");
+    let compose_map = protocols(&compose_props["listener.security.protocol.map"]);
+    for (name, protocol) in &local_map {
+        assert_eq!(compose_map.get(name), Some(protocol), "listener {name}");
+    }
 }
 
 #[test]
@@ -471,11 +547,6 @@ fn rename_identifiers(sql: &str, names: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn admin_url() -> String {
-    std::env::var(choreo_outbox::testing::POSTGRES_URL_ENV)
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
 /// `postgres://user:password@<admin's host:port>/database`.
 fn url_as(admin_url: &str, user: &str, password: &str, database: &str) -> String {
     let rest = admin_url.strip_prefix("postgres://").unwrap_or(admin_url);
@@ -524,7 +595,9 @@ async fn each_service_role_opens_its_own_database_and_no_other() -> anyhow::Resu
         }
     }
 
-    let admin = admin_url();
+    // CHOREO_TEST_POSTGRES_URL, or a server this test process starts (a
+    // second of blocking, with nothing else running yet).
+    let admin = choreo_outbox::testing::admin_url();
     let run = tokio::spawn(prove_isolation(
         admin.clone(),
         sql,

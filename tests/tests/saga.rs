@@ -1,4 +1,4 @@
-//! The whole saga, end to end: the real tansu broker, `choreo-registry` and
+//! The whole saga, end to end: a real Apache Kafka broker, `choreo-registry` and
 //! all five service binaries, started fresh per test on free ports. Every
 //! assertion reads an observable outcome: the services' HTTP answers, the
 //! topics, and the mail files.

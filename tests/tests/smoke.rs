@@ -1,7 +1,7 @@
 //! The foundation works end to end: an event encoded in the Confluent wire
-//! format against `choreo-registry`, produced to tansu, comes back decoded
+//! format against `choreo-registry`, produced to Kafka, comes back decoded
 //! to the same value through a consumer group; and the kcat wrapper talks
-//! to tansu.
+//! to Kafka.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use rdkafka::Message;
 
 #[tokio::test]
 async fn avro_round_trip_through_registry_and_broker() -> anyhow::Result<()> {
-    let stack = TestStack::builder().memory_broker(true).start().await?;
+    let stack = TestStack::builder().start().await?;
     let codec = Codec::new(&stack.registry_url());
     let order_id = uuid::Uuid::new_v4().to_string();
     let event = OrderConfirmed {
@@ -59,7 +59,7 @@ async fn avro_round_trip_through_registry_and_broker() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn kcat_wrapper_produces_and_consumes() -> anyhow::Result<()> {
-    let stack = TestStack::builder().memory_broker(true).start().await?;
+    let stack = TestStack::builder().start().await?;
     let line = format!(
         r#"{{"type":"CancelOrder","order_id":"{}"}}"#,
         uuid::Uuid::new_v4()

@@ -1,9 +1,12 @@
 //! Kafka client settings.
 //!
-//! Defaults are tuned for the local tansu broker (see the design's measured
-//! facts): a consumer group's first join takes about half of
-//! `session.timeout.ms`, and a fetch is held up to `fetch.wait.max.ms` even
-//! when data arrives, so both are kept short. Every librdkafka property can
+//! Defaults suit a local Apache Kafka and production alike: producers are
+//! idempotent with `acks=all`; consumers store offsets only after their
+//! transaction commits. A fetch with `fetch.min.bytes=1` is answered as soon
+//! as data is appended, so `fetch.wait.max.ms` only bounds an idle poll.
+//! The session timeout is short (6 s) so a killed member's partitions move
+//! to the others quickly; the broker must allow it
+//! (`group.min.session.timeout.ms`, crates/stack). Every librdkafka property can
 //! be overridden, so SASL/TLS against a real cluster needs no code change.
 //! An override named `producer.<property>` applies to producers only and
 //! `consumer.<property>` to consumers only (no librdkafka property starts
@@ -101,7 +104,7 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", "500")
             .set("socket.nagle.disable", "true");
         self.apply(c, Role::Consumer)
     }
@@ -115,7 +118,7 @@ impl KafkaSettings {
         )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", "100")
         .set("socket.nagle.disable", "true");
         self.apply(c, Role::Consumer)
     }

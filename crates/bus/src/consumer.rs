@@ -90,30 +90,6 @@ impl ConsumerSpec {
 #[derive(Clone, Debug, Default)]
 pub struct Readiness(Arc<AtomicBool>);
 
-/// Partitions the group last assigned (-1: no assignment yet).
-#[derive(Clone, Debug)]
-struct Assigned(Arc<std::sync::atomic::AtomicI64>);
-
-impl Default for Assigned {
-    fn default() -> Self {
-        Self(Arc::new(std::sync::atomic::AtomicI64::new(-1)))
-    }
-}
-
-impl Assigned {
-    fn get(&self) -> i64 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn set(&self, n: i64) {
-        self.0.store(n, Ordering::Release);
-    }
-}
-
-/// How often a member that was handed an empty assignment rejoins before
-/// accepting it (it is legitimate when replicas outnumber partitions).
-const EMPTY_ASSIGNMENT_REJOINS: u32 = 8;
-
 impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
@@ -126,39 +102,8 @@ impl Readiness {
 
 struct GroupContext {
     service: String,
-    assigned: Assigned,
-    owned: Owned,
+    readiness: Readiness,
 }
-
-/// The partitions this member holds, for the orphan watchdog.
-#[derive(Clone, Debug, Default)]
-struct Owned(Arc<std::sync::Mutex<std::collections::HashSet<(String, i32)>>>);
-
-impl Owned {
-    fn replace(&self, tpl: &rdkafka::TopicPartitionList) {
-        if let Ok(mut set) = self.0.lock() {
-            set.clear();
-            set.extend(
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition())),
-            );
-        }
-    }
-
-    fn contains(&self, topic: &str, partition: i32) -> bool {
-        self.0
-            .lock()
-            .map(|set| set.contains(&(topic.to_owned(), partition)))
-            .unwrap_or(false)
-    }
-}
-
-/// A partition whose committed offset has not moved for this long while
-/// records wait on it has lost its owner (more than twice the local
-/// session timeout, so a live but busy member is not mistaken for a dead
-/// one).
-const ORPHAN_AFTER: Duration = Duration::from_secs(15);
 
 impl ClientContext for GroupContext {}
 
@@ -171,8 +116,9 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 info!(service = %self.service, partitions = tpl.count(), "partitions assigned");
-                self.owned.replace(tpl);
-                self.assigned.set(tpl.count() as i64);
+                // Ready once the group has taken this member in, even with
+                // no partitions: replicas may outnumber partitions.
+                self.readiness.set();
             }
             Rebalance::Revoke(tpl) => {
                 info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
@@ -236,24 +182,9 @@ impl<H: Handler> Consumer<H> {
     /// retry is abandoned uncommitted, to be redelivered), then stored
     /// offsets are committed.
     pub async fn run(self, shutdown: CancellationToken) -> crate::Result<()> {
-        let assigned = Assigned::default();
-        let owned = Owned::default();
         let context = GroupContext {
             service: self.spec.service.clone(),
-            assigned: assigned.clone(),
-            owned: owned.clone(),
-        };
-        let orphaned = Arc::new(AtomicBool::new(false));
-        let watchdog_stop = Arc::new(AtomicBool::new(false));
-        let watchdog = {
-            let kafka = self.kafka.clone();
-            let spec = self.spec.clone();
-            let orphaned = orphaned.clone();
-            let stop = watchdog_stop.clone();
-            std::thread::Builder::new()
-                .name(format!("{}-watchdog", self.spec.service))
-                .spawn(move || orphan_watchdog(&kafka, &spec, &owned, &orphaned, &stop))
-                .map_err(|e| crate::Error::Config(format!("starting the watchdog: {e}")))?
+            readiness: self.readiness.clone(),
         };
         let consumer: StreamConsumer<GroupContext> = self
             .kafka
@@ -263,23 +194,10 @@ impl<H: Handler> Consumer<H> {
         consumer.subscribe(&topics)?;
         info!(service = %self.spec.service, topics = ?topics, "consumer started");
 
-        let mut check = tokio::time::interval(Duration::from_secs(1));
-        let mut empty_since: Option<Instant> = None;
-        let mut rejoins = 0u32;
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 m = consumer.recv() => m,
-                _ = check.tick() => {
-                    self.watch_assignment(&consumer, &topics, &assigned, &mut empty_since, &mut rejoins)?;
-                    if orphaned.swap(false, Ordering::AcqRel) {
-                        warn!(service = %self.spec.service, "partitions without a live owner; rejoining the group");
-                        assigned.set(-1);
-                        consumer.unsubscribe();
-                        consumer.subscribe(&topics)?;
-                    }
-                    continue;
-                }
             };
             let msg = match received {
                 Ok(m) => m,
@@ -317,56 +235,12 @@ impl<H: Handler> Consumer<H> {
             }
         }
 
-        watchdog_stop.store(true, Ordering::Release);
-        let _ = tokio::task::spawn_blocking(move || watchdog.join()).await;
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => {}
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => warn!(service = %self.spec.service, error = %e, "final commit failed"),
         }
         info!(service = %self.spec.service, "consumer stopped");
-        Ok(())
-    }
-
-    /// Readiness, and a way out of an empty assignment.
-    ///
-    /// When a group's leader dies without leaving (`kill -9`), tansu 0.6.0
-    /// expires it but completes the next generation without a leader, so
-    /// the surviving member is handed no partitions and nothing ever
-    /// rebalances again. A member left empty-handed for a few seconds
-    /// therefore rejoins (unsubscribe + subscribe), a bounded number of
-    /// times: with more replicas than partitions, empty is legitimate.
-    fn watch_assignment(
-        &self,
-        consumer: &StreamConsumer<GroupContext>,
-        topics: &[&str],
-        assigned: &Assigned,
-        empty_since: &mut Option<Instant>,
-        rejoins: &mut u32,
-    ) -> crate::Result<()> {
-        match assigned.get() {
-            n if n > 0 => {
-                self.readiness.set();
-                *empty_since = None;
-                *rejoins = 0;
-            }
-            0 if *rejoins >= EMPTY_ASSIGNMENT_REJOINS => self.readiness.set(),
-            0 => {
-                let since = *empty_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= Duration::from_secs(2) {
-                    *rejoins += 1;
-                    warn!(
-                        service = %self.spec.service, attempt = *rejoins,
-                        "group assigned no partitions; rejoining"
-                    );
-                    assigned.set(-1);
-                    *empty_since = None;
-                    consumer.unsubscribe();
-                    consumer.subscribe(topics)?;
-                }
-            }
-            _ => {}
-        }
         Ok(())
     }
 
@@ -648,92 +522,4 @@ fn chrono_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
-}
-
-/// Watches the group's committed offsets from outside the group (a
-/// consumer that never subscribes) and raises `orphaned` when a partition
-/// this member does not hold has records waiting and no progress for
-/// [`ORPHAN_AFTER`].
-///
-/// Why: when a member dies without leaving (`kill -9`), tansu 0.6.0 expires
-/// it but the next generation's assignment can still hand its partitions
-/// to it, so they are never consumed again. Rejoining makes the coordinator
-/// form a generation of the live members only.
-fn orphan_watchdog(
-    kafka: &KafkaSettings,
-    spec: &ConsumerSpec,
-    owned: &Owned,
-    orphaned: &AtomicBool,
-    stop: &AtomicBool,
-) {
-    use std::collections::HashMap;
-
-    use rdkafka::consumer::BaseConsumer;
-    use rdkafka::{Offset, TopicPartitionList};
-
-    let Ok(observer) = kafka
-        .consumer_config(&spec.group_id)
-        .set("enable.auto.commit", "false")
-        .create::<BaseConsumer>()
-    else {
-        warn!(service = %spec.service, "orphan watchdog could not start");
-        return;
-    };
-    let timeout = Duration::from_secs(5);
-    // (topic, partition) → (committed offset, since when unchanged)
-    let mut stalled: HashMap<(String, i32), (i64, Instant)> = HashMap::new();
-    let mut last_check = Instant::now() - Duration::from_secs(60);
-    while !stop.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(250));
-        if last_check.elapsed() < Duration::from_secs(5) {
-            continue;
-        }
-        last_check = Instant::now();
-        let mut tpl = TopicPartitionList::new();
-        for topic in &spec.topics {
-            let Ok(md) = observer.fetch_metadata(Some(topic), timeout) else {
-                continue;
-            };
-            for t in md.topics() {
-                for p in t.partitions() {
-                    if !owned.contains(t.name(), p.id()) {
-                        tpl.add_partition(t.name(), p.id());
-                    }
-                }
-            }
-        }
-        if tpl.count() == 0 {
-            stalled.clear();
-            continue;
-        }
-        let Ok(committed) = observer.committed_offsets(tpl, timeout) else {
-            continue;
-        };
-        let mut seen = std::collections::HashSet::new();
-        for e in committed.elements() {
-            let key = (e.topic().to_owned(), e.partition());
-            let Ok((low, high)) = observer.fetch_watermarks(e.topic(), e.partition(), timeout)
-            else {
-                continue;
-            };
-            let at = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => low,
-            };
-            seen.insert(key.clone());
-            if at >= high || owned.contains(&key.0, key.1) {
-                stalled.remove(&key);
-                continue;
-            }
-            let entry = stalled.entry(key).or_insert((at, Instant::now()));
-            if entry.0 != at {
-                *entry = (at, Instant::now());
-            } else if entry.1.elapsed() >= ORPHAN_AFTER {
-                orphaned.store(true, Ordering::Release);
-                stalled.clear();
-                break;
-            }
-        }
-        stalled.retain(|k, _| seen.contains(k));
-    }
 }

@@ -85,14 +85,8 @@ pub struct BenchArgs {
     /// default service ports instead of starting one.
     #[arg(long)]
     pub target_running: bool,
-    /// Broker storage of the stack the benchmark starts.
-    #[arg(long, default_value = "memory", value_parser = ["memory", "sqlite"])]
-    pub broker_storage: String,
-    /// Messages for the bus-ceiling measurement (0 skips it). Larger runs
-    /// against tansu 0.6.0 have crashed librdkafka 2.12's metadata cache
-    /// (a segfault in `rd_kafka_metadata_cache_find`), so the default stays
-    /// small.
-    #[arg(long, default_value_t = 20_000)]
+    /// Messages for the bus-ceiling measurement (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
     pub ceiling_messages: u64,
     /// Write the full report as JSON to this file (the global `--json`
     /// prints it on stdout instead of the table).
@@ -227,7 +221,6 @@ async fn target(conn: &Connection, args: &BenchArgs) -> anyhow::Result<Target> {
     let dir = tempfile::Builder::new().prefix("choreo-bench-").tempdir()?;
     let mut config = StackConfig::local(dir.path().to_owned(), bin_dir);
     config.ports = Ports::free()?;
-    config.memory_broker = args.broker_storage == "memory";
     config.log = LogSink::Files;
     // A saga that waits behind a backlog must not be cancelled by its
     // deadline: the benchmark measures the saga, not the timer.
@@ -642,7 +635,7 @@ impl Tracker {
             "deliveries_per_saga": DELIVERIES_PER_SAGA,
             "bus_ceiling_sagas_per_second": ceiling_sagas.map(round),
             "consumer_lag": lag,
-            "broker_storage": if args.target_running { "unknown (running stack)".to_owned() } else { args.broker_storage.clone() },
+            "broker": if args.target_running { "unknown (running stack)".to_owned() } else { format!("Apache Kafka {}", choreo_stack::broker::KAFKA_VERSION) },
             "processes": processes.iter().map(|p| json!({
                 "name": p.name, "pid": p.pid,
                 "cpu_percent": round(p.cpu_percent),
@@ -922,7 +915,8 @@ impl ProcSampler {
     }
 }
 
-/// (pid, name) of tansu, choreo-registry and choreo-<service> processes.
+/// (pid, name) of the Kafka broker (`kafka`), choreo-registry and
+/// choreo-<service> processes.
 fn stack_processes() -> Vec<(u32, String)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -942,7 +936,13 @@ fn stack_processes() -> Vec<(u32, String)> {
         let arg0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
         let name = String::from_utf8_lossy(arg0);
         let base = name.rsplit('/').next().unwrap_or_default().to_owned();
-        if base == "tansu" || (base.starts_with("choreo-") && base != "choreo-bench") {
+        let is_kafka = base == "java"
+            && cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == b"kafka.Kafka");
+        if is_kafka {
+            out.push((pid, "kafka".to_owned()));
+        } else if base.starts_with("choreo-") && base != "choreo-bench" {
             out.push((pid, base));
         }
     }

@@ -68,7 +68,6 @@ pub async fn run(args: BenchBusArgs, json: bool, out: &mut impl Write) -> anyhow
     let mut config = StackConfig::local(dir.path().to_owned(), bin_dir);
     config.services.clear();
     config.ports = Ports::free()?;
-    config.memory_broker = true;
     config.log = LogSink::Files;
     eprintln!(
         "starting a broker and registry in {} …",

@@ -1,7 +1,8 @@
 //! `choreo up`: the whole local stack in one process tree, no Docker.
 //!
-//! Starts tansu (SQLite storage under the data folder, so a restart keeps
-//! every event), creates the topics, starts `choreo-registry` and registers
+//! Refuses to start when any of its ports is taken (a stack already
+//! running, most likely), starts Apache Kafka (KRaft, log dirs under the
+//! data folder, so a restart keeps every event), creates the topics, starts `choreo-registry` and registers
 //! the schemas, starts each service binary that exists, prints where
 //! everything listens, and stops it all cleanly on Ctrl-C.
 
@@ -15,14 +16,14 @@ pub struct UpArgs {
     /// Where the broker, registry and services keep their data.
     #[arg(long, env = "CHOREO_DATA", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// In-memory broker storage: nothing survives a restart.
-    #[arg(long)]
-    pub memory: bool,
     /// Start only these services (default: every built service binary).
     #[arg(long, value_delimiter = ',')]
     pub services: Option<Vec<String>>,
     #[arg(long, default_value_t = 9092)]
     pub broker_port: u16,
+    /// The broker's KRaft controller listener.
+    #[arg(long, default_value_t = 9093)]
+    pub controller_port: u16,
     #[arg(long, default_value_t = 8081)]
     pub registry_port: u16,
     #[arg(long, default_value_t = 8080)]
@@ -44,9 +45,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("binary has no folder")?
         .to_owned();
     let mut config = StackConfig::local(args.data_dir.clone(), bin_dir);
-    config.memory_broker = args.memory;
     config.ports = choreo_stack::Ports {
         broker: args.broker_port,
+        controller: args.controller_port,
         registry: args.registry_port,
         order: args.order_port,
         inventory: args.inventory_port,
@@ -81,7 +82,11 @@ fn print_endpoints(stack: &Stack, took: std::time::Duration) {
         took.as_secs_f64(),
         c.data_dir.display()
     );
-    println!("  broker (Kafka API)   {}", stack.brokers());
+    println!("  broker (Apache Kafka {}) {}", choreo_stack::broker::KAFKA_VERSION, stack.brokers());
+    println!(
+        "  broker log           {}",
+        c.data_dir.join("broker/server.log").display()
+    );
     println!("  schema registry      {}", stack.registry_url());
     for name in &c.services {
         println!("  {:<20} {}", name, stack.service_url(name));

@@ -1,127 +1,259 @@
-//! The tansu broker child and its liveness watchdog.
+//! The Apache Kafka broker child: one KRaft node that is both broker and
+//! controller, run from the jars `make tools` fetched from Maven Central.
 //!
-//! tansu 0.6.0's SQLite engine serves every storage request from one task
-//! fed by a channel. When a request's caller goes away before its answer
-//! is sent (a client connection dropped mid-request, as happens while
-//! clients reconnect after a restart), that task ends with `UnableToSend`;
-//! from then on every storage request fails, `update_group` panics
-//! (`unreachable!()` in tansu-storage's service.rs), and the process stays
-//! up answering nothing useful. No Kafka client can recover from that, so
-//! the stack runner does what a process supervisor's liveness probe does:
-//! it asks the broker for metadata every second, and after
-//! [`FAILURES_BEFORE_RESTART`] failed probes in a row it restarts the
-//! broker on the same port and storage. Nothing is lost: records and
-//! committed offsets are in the SQLite file, the outbox relays retry, and
-//! consumers resume from their committed offsets.
+//! Everything the broker keeps lives in its folder (`<data>/broker`):
 //!
-//! What makes that happen after a broker restart is the idempotent
-//! producer: librdkafka bumps an idempotent producer's epoch itself after
-//! requests fail (as they do while the broker is down), and tansu 0.6.0's
-//! SQLite engine panics ("more or less than one row", lite.rs) on a produce
-//! from a (producer id, epoch) it has no row for, which kills that same
-//! task. So services talking to a SQLite-backed tansu produce without
-//! idempotence and with one request in flight per connection
-//! ([`SQLITE_PRODUCER_SETTINGS`]), which keeps per-key order; a retried
-//! batch can then be written twice, which the consumers' inbox already
-//! absorbs (every handler is idempotent). Against Kafka (docker compose)
-//! and the in-memory broker, producers stay idempotent.
+//! - `server.properties` and `log4j2.yaml`, written on every start from
+//!   [`server_properties`], so a changed setting takes effect on the next
+//!   start and the folder always says how the broker ran;
+//! - `kraft/`, the log dirs: formatted once with `kafka.tools.StorageTool`
+//!   (a cluster id and the metadata log), kept across restarts, so `make
+//!   run` loses nothing when it is stopped and started again;
+//! - `server.log`, the broker's whole log (INFO and above). WARN and above
+//!   also go to the process's stderr, which the stack prefixes on the
+//!   runner's output (or writes to `logs/broker.log` in tests).
 //!
-//! The same watchdog restarts a broker process that exited on its own.
-//! It runs for SQLite storage only: `memory://` storage loses everything on
-//! a restart, so restarting it would hide a loss instead of preventing one.
+//! The settings that matter for the saga (listeners, replication factors,
+//! group timeouts) are the ones docker compose sets too; the compose test
+//! checks that the two agree ([`server_properties`] is public for it).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::config::LogSink;
 use crate::process::Child;
 use crate::{wait_tcp, Error, Result};
 
-/// Producer settings for services on a SQLite-backed tansu (see above), as
-/// `choreo_bus` environment overrides.
-pub const SQLITE_PRODUCER_SETTINGS: &[(&str, &str)] = &[
-    ("CHOREO_KAFKA_PRODUCER_ENABLE_IDEMPOTENCE", "false"),
-    ("CHOREO_KAFKA_PRODUCER_MAX_IN_FLIGHT", "1"),
-];
+/// The Kafka release the stack runs: the one deploy/kafka/pom.xml fetches
+/// and deploy/docker-compose.yml's `apache/kafka` image is tagged with.
+pub const KAFKA_VERSION: &str = "4.4.0";
 
-/// Time between liveness probes.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// How long one metadata request may take before the probe counts as failed.
-/// A dead storage task fails a probe at once (the broker drops the
-/// connection); the timeout only has to tell a busy broker from a stuck one,
-/// so it is generous: a broker saturated by load answered within 4 s here
-/// but not always, and restarting a busy broker only makes it busier.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Consecutive failed probes that make the watchdog restart the broker.
-pub const FAILURES_BEFORE_RESTART: u32 = 3;
-/// How long a (re)started broker has to answer metadata.
-const READY_WITHIN: Duration = Duration::from_secs(30);
+/// One cluster id for every local broker: a node formatted with it can be
+/// restarted on the same folder; a folder formatted with another id is
+/// refused by Kafka, which is what should happen.
+pub const CLUSTER_ID: &str = "5L6g3nShT-eMCtK--X86sw";
 
-/// How to start the broker: everything [`Broker::start`] and the watchdog
-/// need to (re)spawn it identically.
+/// Heap of the broker JVM. The issue's bound is 512 MiB; the broker of a
+/// local stack holds a few MiB of metadata and its page cache is the OS's.
+const HEAP: &str = "-Xmx512m";
+
+/// How long a (re)started broker has to answer metadata. A cold JVM on two
+/// busy cores takes 5-10 s; recovery of a killed broker's logs adds more.
+const READY_WITHIN: Duration = Duration::from_secs(90);
+
+/// How to start the broker: everything [`Broker::start`] needs to spawn it
+/// the same way again on the same data.
 #[derive(Clone, Debug)]
 pub struct BrokerSpec {
-    pub tansu: PathBuf,
-    /// The broker's working directory (its SQLite file lives here).
+    /// The `java` to run.
+    pub java: PathBuf,
+    /// Kafka's jars (`<tools>/kafka-<version>/libs`).
+    pub libs: PathBuf,
+    /// The broker's folder: configuration, log dirs, server log.
     pub dir: PathBuf,
+    /// The client listener.
     pub port: u16,
-    /// `memory://…` or `sqlite://…`.
-    pub storage: String,
+    /// The KRaft controller listener.
+    pub controller_port: u16,
     pub log: LogSink,
-    /// The stack's data folder (log files go to `<data_dir>/logs`).
+    /// The stack's data folder (the child's own output goes to
+    /// `<data_dir>/logs` in tests).
     pub data_dir: PathBuf,
 }
 
+/// `server.properties` of the local broker, as `(key, value)` pairs in file
+/// order.
+pub fn server_properties(
+    port: u16,
+    controller_port: u16,
+    log_dirs: &Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("process.roles", "broker,controller".into()),
+        ("node.id", "1".into()),
+        (
+            "controller.quorum.voters",
+            format!("1@127.0.0.1:{controller_port}"),
+        ),
+        // Loopback only: the local stack is for this machine.
+        (
+            "listeners",
+            format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+        ),
+        ("advertised.listeners", format!("PLAINTEXT://127.0.0.1:{port}")),
+        ("controller.listener.names", "CONTROLLER".into()),
+        (
+            "listener.security.protocol.map",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into(),
+        ),
+        ("inter.broker.listener.name", "PLAINTEXT".into()),
+        ("log.dirs", log_dirs.display().to_string()),
+        // One node: every internal topic has one replica.
+        ("offsets.topic.replication.factor", "1".into()),
+        ("offsets.topic.num.partitions", "6".into()),
+        ("transaction.state.log.replication.factor", "1".into()),
+        ("transaction.state.log.min.isr", "1".into()),
+        ("share.coordinator.state.topic.replication.factor", "1".into()),
+        ("share.coordinator.state.topic.min.isr", "1".into()),
+        // A group's first member is served at once instead of after 3 s.
+        ("group.initial.rebalance.delay.ms", "0".into()),
+        // Classic protocol: the clients' 6 s session (crates/bus) must be
+        // allowed; tests that kill a member wait one session for it.
+        ("group.min.session.timeout.ms", "1000".into()),
+        // KIP-848 consumer protocol: the session and heartbeat are the
+        // broker's; short ones let a killed member's partitions move fast.
+        ("group.consumer.min.session.timeout.ms", "1000".into()),
+        ("group.consumer.session.timeout.ms", "6000".into()),
+        ("group.consumer.min.heartbeat.interval.ms", "250".into()),
+        ("group.consumer.heartbeat.interval.ms", "500".into()),
+        // Topics exist because the stack created them with 6 partitions;
+        // a typo in a topic name must fail, not create an empty topic.
+        ("auto.create.topics.enable", "false".into()),
+        ("num.partitions", "6".into()),
+        // Retention bounds the broker's disk in long runs (a day of events).
+        ("log.retention.hours", "24".into()),
+        ("log.segment.bytes", (64 * 1024 * 1024).to_string()),
+    ]
+}
+
 impl BrokerSpec {
-    fn brokers(&self) -> String {
+    pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&self) -> Result<Child> {
-        if !self.tansu.exists() {
-            return Err(Error::MissingBinary(self.tansu.clone()));
+    fn log_dirs(&self) -> PathBuf {
+        self.dir.join("kraft")
+    }
+
+    fn properties_path(&self) -> PathBuf {
+        self.dir.join("server.properties")
+    }
+
+    fn log4j_path(&self) -> PathBuf {
+        self.dir.join("log4j2.yaml")
+    }
+
+    /// Writes the configuration and formats the log dirs unless they are
+    /// formatted already.
+    async fn prepare(&self) -> Result<()> {
+        if !self.libs.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).exists() {
+            return Err(Error::MissingKafka(self.libs.clone()));
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::Io {
-            what: format!("creating {}", self.dir.display()),
-            source: e,
-        })?;
-        let url = format!("tcp://{}", self.brokers());
-        let mut cmd = tokio::process::Command::new(&self.tansu);
-        cmd.current_dir(&self.dir);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            &self.storage,
-        ])
-        .env(
-            "RUST_LOG",
-            std::env::var("CHOREO_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
-        );
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let mut props = String::from("# Written by choreo's stack runner on every start.\n");
+        for (k, v) in server_properties(self.port, self.controller_port, &self.log_dirs()) {
+            props.push_str(&format!("{k}={v}\n"));
+        }
+        write(&self.properties_path(), &props)?;
+        write(&self.log4j_path(), &log4j_config(&self.dir.join("server.log")))?;
+        if self.log_dirs().join("meta.properties").exists() {
+            return Ok(());
+        }
+        let out = tokio::process::Command::new(&self.java)
+            .args(self.jvm_args("-Xmx256m"))
+            .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
+            .arg("--cluster-id")
+            .arg(CLUSTER_ID)
+            .arg("--config")
+            .arg(self.properties_path())
+            .output()
+            .await
+            .map_err(|e| io(&self.java, e))?;
+        if !out.status.success() {
+            return Err(Error::Exited(
+                "kafka storage format".into(),
+                format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        info!(dir = %self.log_dirs().display(), "formatted the broker's log dirs");
+        Ok(())
+    }
+
+    fn jvm_args(&self, heap: &str) -> Vec<String> {
+        vec![
+            heap.to_owned(),
+            // Kafka's own launcher (kafka-run-class.sh) settings.
+            "-XX:+UseG1GC".into(),
+            "-XX:MaxGCPauseMillis=20".into(),
+            "-XX:InitiatingHeapOccupancyPercent=35".into(),
+            "-XX:+ExplicitGCInvokesConcurrent".into(),
+            "-Djava.awt.headless=true".into(),
+            format!("-Dlog4j2.configurationFile={}", self.log4j_path().display()),
+            "-cp".into(),
+            format!("{}/*", self.libs.display()),
+        ]
+    }
+
+    async fn spawn(&self) -> Result<Child> {
+        self.prepare().await?;
+        let mut cmd = tokio::process::Command::new(&self.java);
+        cmd.current_dir(&self.dir)
+            .args(self.jvm_args(HEAP))
+            .arg("kafka.Kafka")
+            .arg(self.properties_path());
         Child::spawn("broker", cmd, &self.log, &self.data_dir)
     }
 
     /// Waits until the broker accepts connections and answers metadata.
     async fn wait_ready(&self, child: &mut Child) -> Result<()> {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        wait_tcp("broker", addr, Instant::now() + READY_WITHIN, Some(child)).await?;
+        let deadline = Instant::now() + READY_WITHIN;
+        wait_tcp("broker", addr, deadline, Some(child)).await?;
         // A port that accepts is not yet a broker that answers metadata.
         probe(&self.brokers(), READY_WITHIN).await
     }
+}
 
-    fn watched(&self) -> bool {
-        self.storage.starts_with("sqlite:")
+fn log4j_config(file: &Path) -> String {
+    format!(
+        r#"# Written by choreo's stack runner: everything to server.log, WARN and
+# above also to stderr (the runner's output).
+Configuration:
+  Appenders:
+    RollingFile:
+      name: file
+      fileName: "{file}"
+      filePattern: "{file}.%i"
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+      SizeBasedTriggeringPolicy:
+        size: 64MB
+      DefaultRolloverStrategy:
+        max: 2
+    Console:
+      name: stderr
+      target: SYSTEM_ERR
+      PatternLayout:
+        pattern: "%p %m (%c)%n"
+      ThresholdFilter:
+        level: WARN
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: file
+        - ref: stderr
+"#,
+        file = file.display()
+    )
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| io(path, e))
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        what: path.display().to_string(),
+        source,
     }
 }
 
@@ -142,132 +274,52 @@ async fn probe(brokers: &str, timeout: Duration) -> Result<()> {
     .map_err(Error::from)
 }
 
-/// The running broker, and for SQLite storage its watchdog.
+/// The running broker.
 #[derive(Debug)]
 pub struct Broker {
-    child: Arc<Mutex<Option<Child>>>,
-    pid: Arc<AtomicU32>,
-    restarts: Arc<AtomicU32>,
-    watchdog: Option<JoinHandle<()>>,
+    child: Child,
 }
 
 impl Broker {
-    /// Spawns the broker, waits until it answers metadata, and starts the
-    /// watchdog.
-    pub async fn start(spec: BrokerSpec, restarts: Arc<AtomicU32>) -> Result<Broker> {
-        let mut child = spec.spawn()?;
+    /// Writes the configuration, formats the log dirs on first use, spawns
+    /// the broker and waits until it answers metadata.
+    pub async fn start(spec: &BrokerSpec) -> Result<Broker> {
+        let started = Instant::now();
+        let mut child = spec.spawn().await?;
         spec.wait_ready(&mut child).await?;
-        info!(brokers = %spec.brokers(), "broker ready");
-        let pid = Arc::new(AtomicU32::new(child.pid().unwrap_or(0)));
-        let child = Arc::new(Mutex::new(Some(child)));
-        let spec = Arc::new(spec);
-        let watchdog = spec.watched().then(|| {
-            tokio::spawn(watch(
-                spec.clone(),
-                child.clone(),
-                pid.clone(),
-                restarts.clone(),
-            ))
-        });
-        Ok(Broker {
-            child,
-            pid,
-            restarts,
-            watchdog,
-        })
+        info!(
+            brokers = %spec.brokers(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "broker ready"
+        );
+        Ok(Broker { child })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        Some(self.pid.load(Ordering::Acquire)).filter(|p| *p != 0)
+        self.child.pid()
     }
 
-    /// Restarts the watchdog has made since the stack started.
-    pub fn restarts(&self) -> u32 {
-        self.restarts.load(Ordering::Acquire)
+    /// The exit status, when the broker has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.exited()
     }
 
-    /// Stops the watchdog, then the broker (SIGTERM, then SIGKILL).
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(w) = self.watchdog.take() {
-            // Aborting is safe at any await point: a child is either in the
-            // slot or dropped, and dropping kills it.
-            w.abort();
-            let _ = w.await;
-        }
-        if let Some(child) = self.child.lock().await.take() {
-            child.stop(grace).await;
-        }
+    /// SIGTERM (Kafka's controlled shutdown), then SIGKILL after `grace`.
+    pub async fn stop(self, grace: Duration) {
+        self.child.stop(grace).await;
+    }
+
+    /// SIGKILL: the broker loses whatever it had not written, as on a
+    /// power cut; its next start recovers the logs.
+    pub async fn kill(mut self) {
+        self.child.kill().await;
     }
 }
 
-async fn watch(
-    spec: Arc<BrokerSpec>,
-    slot: Arc<Mutex<Option<Child>>>,
-    pid: Arc<AtomicU32>,
-    restarts: Arc<AtomicU32>,
-) {
-    let brokers = spec.brokers();
-    let mut failures = 0u32;
-    let mut backoff = PROBE_EVERY;
-    loop {
-        tokio::time::sleep(backoff).await;
-        let exited = slot
-            .lock()
-            .await
-            .as_mut()
-            .and_then(Child::exited)
-            .map(|s| s.to_string());
-        let reason = match exited {
-            Some(status) => format!("the broker exited ({status})"),
-            None => match probe(&brokers, PROBE_TIMEOUT).await {
-                Ok(()) => {
-                    failures = 0;
-                    backoff = PROBE_EVERY;
-                    continue;
-                }
-                Err(e) => {
-                    failures += 1;
-                    warn!(failures, error = %e, "broker liveness probe failed");
-                    if failures < FAILURES_BEFORE_RESTART {
-                        continue;
-                    }
-                    format!("{failures} liveness probes failed in a row")
-                }
-            },
-        };
-        failures = 0;
-        let n = restarts.fetch_add(1, Ordering::AcqRel) + 1;
-        warn!(restart = n, %reason, "restarting the broker");
-        let mut guard = slot.lock().await;
-        if let Some(mut old) = guard.take() {
-            old.terminate(Duration::from_secs(2)).await;
-        }
-        pid.store(0, Ordering::Release);
-        match spec.spawn() {
-            Ok(child) => {
-                pid.store(child.pid().unwrap_or(0), Ordering::Release);
-                *guard = Some(child);
-            }
-            Err(e) => {
-                error!(error = %e, "could not restart the broker");
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        }
-        let ready = match guard.as_mut() {
-            Some(child) => spec.wait_ready(child).await,
-            None => continue,
-        };
-        drop(guard);
-        match ready {
-            Ok(()) => {
-                info!(restart = n, "broker restarted and answering");
-                backoff = PROBE_EVERY;
-            }
-            Err(e) => {
-                error!(error = %e, "restarted broker is not answering");
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+/// `$JAVA_HOME/bin/java` when set, else `java` from `PATH`.
+pub fn default_java() -> PathBuf {
+    std::env::var_os("JAVA_HOME")
+        .map(|h| PathBuf::from(h).join("bin/java"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("java"))
 }

@@ -9,6 +9,8 @@ use crate::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ports {
     pub broker: u16,
+    /// The broker's KRaft controller listener.
+    pub controller: u16,
     pub registry: u16,
     pub order: u16,
     pub inventory: u16,
@@ -22,6 +24,7 @@ impl Default for Ports {
     fn default() -> Self {
         Self {
             broker: 9092,
+            controller: 9093,
             registry: 8081,
             order: 8080,
             inventory: 8082,
@@ -50,6 +53,7 @@ impl Ports {
         };
         Ok(Self {
             broker: next()?,
+            controller: next()?,
             registry: next()?,
             order: next()?,
             inventory: next()?,
@@ -57,6 +61,20 @@ impl Ports {
             courier: next()?,
             communication: next()?,
         })
+    }
+
+    /// Every port with what listens on it, in start order.
+    pub fn named(&self) -> Vec<(&'static str, u16)> {
+        vec![
+            ("broker", self.broker),
+            ("broker controller", self.controller),
+            ("registry", self.registry),
+            ("order", self.order),
+            ("inventory", self.inventory),
+            ("payment", self.payment),
+            ("courier", self.courier),
+            ("communication", self.communication),
+        ]
     }
 
     pub fn service(&self, name: &str) -> Option<u16> {
@@ -85,9 +103,10 @@ pub struct StackConfig {
     pub data_dir: PathBuf,
     /// Where `choreo-registry` and `choreo-<service>` binaries are.
     pub bin_dir: PathBuf,
-    pub tansu_bin: PathBuf,
-    /// `memory://` broker storage instead of SQLite under `data_dir/broker`.
-    pub memory_broker: bool,
+    /// The `java` that runs the broker.
+    pub java: PathBuf,
+    /// Kafka's jars, as `make tools` caches them.
+    pub kafka_libs: PathBuf,
     pub ports: Ports,
     /// Services to start, in order.
     pub services: Vec<String>,
@@ -131,8 +150,8 @@ impl StackConfig {
         Self {
             data_dir,
             bin_dir,
-            tansu_bin: default_tansu_bin(),
-            memory_broker: false,
+            java: crate::broker::default_java(),
+            kafka_libs: default_kafka_libs(),
             ports: Ports::default(),
             services,
             database_urls: BTreeMap::new(),
@@ -152,12 +171,12 @@ impl StackConfig {
     }
 }
 
-/// `$CHOREO_TANSU_BIN`, else where `make tools` caches it.
-pub fn default_tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHOREO_TANSU_BIN") {
+/// `$CHOREO_KAFKA_LIBS`, else where `make tools` caches Kafka's jars.
+pub fn default_kafka_libs() -> PathBuf {
+    if let Some(p) = std::env::var_os("CHOREO_KAFKA_LIBS") {
         return PathBuf::from(p);
     }
-    tools_dir().join("tansu-0.6.0/bin/tansu")
+    tools_dir().join(format!("kafka-{}/libs", crate::broker::KAFKA_VERSION))
 }
 
 /// `$CHOREO_TOOLS_DIR`, else `${XDG_CACHE_HOME:-$HOME/.cache}/choreo/tools`.

@@ -1,5 +1,5 @@
-//! Starts and stops choreo's local stack as child processes: the tansu
-//! broker, `choreo-registry`, and the five service binaries.
+//! Starts and stops choreo's local stack as child processes: an Apache
+//! Kafka broker (KRaft), `choreo-registry`, and the five service binaries.
 //!
 //! `choreo up` (`make run`) and the end-to-end test kit share this code, so
 //! the tests run exactly what a person runs. Nothing here knows the saga:
@@ -10,20 +10,20 @@
 //! # Layout
 //!
 //! - [`config`]: ports, paths and per-service settings of one stack.
+//! - [`ports`]: which ports are free, and who holds the others.
 //! - [`process`]: one supervised child: spawn, log prefixing, SIGTERM/SIGKILL.
-//! - [`broker`]: the tansu child and its liveness watchdog.
+//! - [`broker`]: the Kafka child: its configuration, log dirs and log.
 //! - [`Stack`]: the whole thing, with the fault-injection verbs tests need
-//!   (kill a service, restart the broker).
+//!   (kill a service, stop or kill the broker and start it again).
 
 pub mod broker;
 pub mod config;
+pub mod ports;
 pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU32;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -45,6 +45,10 @@ pub enum Error {
     },
     #[error("binary not found: {0} (build it first: cargo build --workspace --bins)")]
     MissingBinary(PathBuf),
+    #[error("Kafka's jars are not in {0} (run `make tools`)")]
+    MissingKafka(PathBuf),
+    #[error("{0}; is a stack already running? (stop it first, or use other ports)")]
+    PortInUse(ports::Taken),
     #[error("{0} did not become ready within {1:?}")]
     NotReady(String, Duration),
     #[error("kafka: {0}")]
@@ -68,7 +72,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Stack {
     pub config: StackConfig,
     broker: Option<Broker>,
-    broker_restarts: Arc<AtomicU32>,
     registry: Option<Child>,
     services: BTreeMap<String, Vec<Child>>,
 }
@@ -77,6 +80,9 @@ impl Stack {
     /// Broker, topics, registry, schemas, then every configured service,
     /// each waited on until ready.
     pub async fn start(config: StackConfig) -> Result<Stack> {
+        if let Some(taken) = ports::first_taken(&config.ports.named()) {
+            return Err(Error::PortInUse(taken));
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
             what: format!("creating {}", config.data_dir.display()),
             source: e,
@@ -84,7 +90,6 @@ impl Stack {
         let mut stack = Stack {
             config,
             broker: None,
-            broker_restarts: Arc::new(AtomicU32::new(0)),
             registry: None,
             services: BTreeMap::new(),
         };
@@ -142,41 +147,39 @@ impl Stack {
         self.config.data_dir.join(name)
     }
 
-    /// Starts the broker and waits until it answers metadata. With SQLite
-    /// storage a watchdog restarts it when it stops answering (see
-    /// [`broker`]).
-    pub async fn start_broker(&mut self) -> Result<()> {
-        // tansu resolves a sqlite:// path against its working directory,
-        // whatever the slashes, so it runs inside the broker's data folder.
-        let dir = absolute(&self.config.data_dir.join("broker"));
-        let storage = if self.config.memory_broker {
-            "memory://tansu/".to_owned()
-        } else {
-            "sqlite:///tansu.db".to_owned()
-        };
-        let spec = BrokerSpec {
-            tansu: self.config.tansu_bin.clone(),
-            dir,
+    /// How this stack's broker is started (the same on every restart).
+    pub fn broker_spec(&self) -> BrokerSpec {
+        BrokerSpec {
+            java: self.config.java.clone(),
+            libs: self.config.kafka_libs.clone(),
+            dir: absolute(&self.config.data_dir.join("broker")),
             port: self.config.ports.broker,
-            storage,
+            controller_port: self.config.ports.controller,
             log: self.config.log.clone(),
             data_dir: self.config.data_dir.clone(),
-        };
-        self.broker = Some(Broker::start(spec, self.broker_restarts.clone()).await?);
-        Ok(())
-    }
-
-    /// Stops the broker (SIGTERM, then SIGKILL): for broker-restart tests.
-    pub async fn stop_broker(&mut self) {
-        if let Some(broker) = self.broker.take() {
-            broker.stop(Duration::from_secs(5)).await;
         }
     }
 
-    /// How often the broker watchdog has restarted the broker.
-    pub fn broker_restarts(&self) -> u32 {
-        self.broker_restarts
-            .load(std::sync::atomic::Ordering::Acquire)
+    /// Starts the broker on the stack's data and waits until it answers
+    /// metadata.
+    pub async fn start_broker(&mut self) -> Result<()> {
+        self.broker = Some(Broker::start(&self.broker_spec()).await?);
+        Ok(())
+    }
+
+    /// Stops the broker (SIGTERM, Kafka's controlled shutdown; SIGKILL
+    /// after 30 s).
+    pub async fn stop_broker(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.stop(Duration::from_secs(30)).await;
+        }
+    }
+
+    /// Kills the broker with SIGKILL: nothing is flushed or closed.
+    pub async fn kill_broker(&mut self) {
+        if let Some(broker) = self.broker.take() {
+            broker.kill().await;
+        }
     }
 
     /// Every topic of the contract plus each service's dead-letter topic.
@@ -237,15 +240,6 @@ impl Stack {
         ];
         if let Some(db) = self.config.database_urls.get(name) {
             env.push(("DATABASE_URL".to_owned(), db.clone()));
-        }
-        if !self.config.memory_broker {
-            // See broker::SQLITE_PRODUCER_SETTINGS. Settings of the same name
-            // in the runner's environment or the stack's config win.
-            for (key, value) in broker::SQLITE_PRODUCER_SETTINGS {
-                if std::env::var_os(key).is_none() {
-                    env.push(((*key).to_owned(), (*value).to_owned()));
-                }
-            }
         }
         if let Some(extra) = self.config.service_env.get(name) {
             env.extend(extra.iter().cloned());

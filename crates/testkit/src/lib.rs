@@ -1,6 +1,6 @@
 //! Test kit for choreo's end-to-end tests.
 //!
-//! Each test starts its own stack — the real tansu broker, `choreo-registry`
+//! Each test starts its own stack — a real Apache Kafka broker, `choreo-registry`
 //! and the service binaries as child processes — on free ports with a fresh
 //! data folder, and waits on observable state (topics, HTTP answers, files)
 //! with a deadline, never on a sleep. When a test panics, the tail of every
@@ -49,15 +49,16 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
-/// `scripts/kcat`, the kcat wrapper with a tansu-capable librdkafka.
+/// Debian's `kcat` (installed by `make tools`), or `$CHOREO_KCAT`.
 pub fn kcat() -> PathBuf {
-    repo_root().join("scripts/kcat")
+    std::env::var_os("CHOREO_KCAT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("kcat"))
 }
 
 #[derive(Debug, Default)]
 pub struct TestStackBuilder {
     services: Vec<String>,
-    memory_broker: bool,
     database_urls: BTreeMap<String, String>,
     service_env: BTreeMap<String, Vec<(String, String)>>,
     common_env: Vec<(String, String)>,
@@ -72,12 +73,6 @@ impl TestStackBuilder {
 
     pub fn all_services(self) -> Self {
         self.services(&choreo_events::SERVICES)
-    }
-
-    /// Broker storage in memory (faster) instead of SQLite.
-    pub fn memory_broker(mut self, yes: bool) -> Self {
-        self.memory_broker = yes;
-        self
     }
 
     pub fn database_url(mut self, service: &str, url: impl Into<String>) -> Self {
@@ -104,8 +99,8 @@ impl TestStackBuilder {
         let config = StackConfig {
             data_dir: dir.path().to_owned(),
             bin_dir: bin_dir(),
-            tansu_bin: choreo_stack::config::default_tansu_bin(),
-            memory_broker: self.memory_broker,
+            java: choreo_stack::broker::default_java(),
+            kafka_libs: choreo_stack::config::default_kafka_libs(),
             ports: Ports::free()?,
             services: self.services,
             database_urls: self.database_urls,
