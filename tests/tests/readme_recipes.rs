@@ -3,8 +3,8 @@
 //!
 //! The recipes are the ```` ```sh ```` blocks of `README.md`
 //! whose first line is `# recipe: <name>`; they are read from the markdown
-//! itself. Each runs with bash in the repository root (so `scripts/kcat`
-//! resolves), with the built binaries first on `PATH` (so `choreo` is the
+//! itself. Each runs with bash in the repository root (so relative paths
+//! resolve), with the built binaries first on `PATH` (so `choreo` is the
 //! workspace's), the default addresses of `make run` replaced by the
 //! stack's, and the shell variables a recipe sets (`ORDER`, …) carried to
 //! the next one. Between recipes the test does what the prose says the

@@ -1,6 +1,6 @@
 //! The foundation works end to end: an event encoded in the Confluent wire
 //! format against `choreo-registry`, produced to Kafka, comes back decoded
-//! to the same value through a consumer group; and the kcat wrapper talks
+//! to the same value through a consumer group; and Debian's kcat talks
 //! to Kafka.
 
 use std::time::Duration;
@@ -58,7 +58,7 @@ async fn avro_round_trip_through_registry_and_broker() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn kcat_wrapper_produces_and_consumes() -> anyhow::Result<()> {
+async fn kcat_produces_and_consumes() -> anyhow::Result<()> {
     let stack = TestStack::builder().start().await?;
     let line = format!(
         r#"{{"type":"CancelOrder","order_id":"{}"}}"#,

@@ -200,10 +200,17 @@ struct Server {
 
 impl Server {
     fn start() -> Result<Server, String> {
+        Self::try_start().map_err(|e| {
+            format!(
+                "could not start PostgreSQL for the tests: {e}\n\
+                 (set {POSTGRES_URL_ENV} to use a running server instead)"
+            )
+        })
+    }
+
+    fn try_start() -> Result<Server, String> {
         let bin = server_bin_dir()?;
-        let run_as = nix::unistd::geteuid()
-            .is_root()
-            .then_some(UNPRIVILEGED_ID);
+        let run_as = nix::unistd::geteuid().is_root().then_some(UNPRIVILEGED_ID);
         let base = std::env::temp_dir();
         if run_as.is_some() {
             traversable_by_others(&base)?;
@@ -211,26 +218,25 @@ impl Server {
         let dir = tempfile::Builder::new()
             .prefix("choreo-test-postgres-")
             .tempdir_in(&base)
-            .map_err(|e| format!("creating a folder for PostgreSQL in {}: {e}", base.display()))?
+            .map_err(|e| format!("creating a folder in {}: {e}", base.display()))?
             // The supervisor removes it: it must outlive this process.
             .keep();
         let supervisor = Supervisor::spawn(&dir)?;
-        let failed = |e: String| {
-            format!(
-                "could not start PostgreSQL for the tests ({} in {}): {e}\n\
-                 (set {POSTGRES_URL_ENV} to use a running server instead)",
-                bin.display(),
-                dir.display()
-            )
-        };
         match Self::start_in(&bin, &dir, run_as, supervisor) {
             Ok(server) => Ok(server),
             Err((e, supervisor)) => {
+                let e = format!(
+                    "{e}\n(binaries from {}, folder {})",
+                    bin.display(),
+                    dir.display()
+                );
                 // The message holds what the folder could tell (the log);
                 // removing the folder now leaves nothing behind for the rest
                 // of the run.
-                supervisor.finish().map_err(|f| failed(format!("{e}\n{f}")))?;
-                Err(failed(e))
+                match supervisor.finish() {
+                    Ok(()) => Err(e),
+                    Err(f) => Err(format!("{e}\n{f}")),
+                }
             }
         }
     }
@@ -460,22 +466,20 @@ fn wait_until_ready(url: &str, postgres: &mut Child) -> std::io::Result<Startup>
                 if let Some(status) = postgres.try_wait()? {
                     return Ok(Startup::Exited(status));
                 }
-                let last_error = match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    PgConnection::connect(url),
-                )
-                .await
-                {
-                    Ok(Ok(conn)) => {
-                        if let Err(error) = conn.close().await {
-                            // It accepted the connection, which is the point.
-                            tracing::debug!(%error, "closing the readiness probe");
+                let last_error =
+                    match tokio::time::timeout(Duration::from_secs(2), PgConnection::connect(url))
+                        .await
+                    {
+                        Ok(Ok(conn)) => {
+                            if let Err(error) = conn.close().await {
+                                // It accepted the connection, which is the point.
+                                tracing::debug!(%error, "closing the readiness probe");
+                            }
+                            return Ok(Startup::Ready);
                         }
-                        return Ok(Startup::Ready);
-                    }
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "no answer within 2s".to_owned(),
-                };
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "no answer within 2s".to_owned(),
+                    };
                 if Instant::now() >= deadline {
                     return Ok(Startup::TimedOut { last_error });
                 }
@@ -587,7 +591,10 @@ fn server_bin_dir() -> Result<PathBuf, String> {
             if let Some((_, bin)) = newest {
                 return Ok(bin);
             }
-            tried.push(format!("{}: no <major>/bin with a server", debian.display()));
+            tried.push(format!(
+                "{}: no <major>/bin with a server",
+                debian.display()
+            ));
         }
         Err(e) => tried.push(format!("{}: {e}", debian.display())),
     }

@@ -1,10 +1,12 @@
 //! Logging and metrics set-up shared by choreo's binaries.
 //!
 //! Logs go to stderr through `tracing` (`RUST_LOG` filters; `CHOREO_LOG_JSON=1`
-//! switches to JSON lines for log shippers). Metrics are recorded with the
+//! switches to JSON lines for log shippers). Colour only when stderr is a
+//! terminal and `NO_COLOR` is unset: a log file or a pipe gets plain text. Metrics are recorded with the
 //! `metrics` facade and rendered in Prometheus text by [`Metrics::render`],
 //! which each service serves at `GET /metrics`.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -17,8 +19,10 @@ pub fn init_logging(default_filter: &str, json: bool) {
     ONCE.get_or_init(|| {
         let filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(ansi)
             .with_writer(std::io::stderr);
         let _ = if json {
             builder.json().try_init()
