@@ -71,6 +71,10 @@ impl KafkaSettings {
 
     fn apply(&self, mut config: ClientConfig, role: Role) -> ClientConfig {
         config.set("bootstrap.servers", &self.brokers);
+        // librdkafka backs off reconnects up to 10 s by default, so clients
+        // of a broker that was down for a while found it again up to 10 s
+        // after it was back; 1 s bounds that wait at little cost.
+        config.set("reconnect.backoff.max.ms", "1000");
         for (k, v) in &self.overrides {
             match (k.split_once('.'), role) {
                 (Some(("producer", prop)), Role::Producer) => config.set(prop, v),

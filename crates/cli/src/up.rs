@@ -4,7 +4,8 @@
 //! running, most likely), starts Apache Kafka (KRaft, log dirs under the
 //! data folder, so a restart keeps every event), creates the topics, starts `choreo-registry` and registers
 //! the schemas, starts each service binary that exists, prints where
-//! everything listens, and stops it all cleanly on Ctrl-C.
+//! everything listens, restarts a service that exits on its own (with
+//! backoff, logged), and stops it all cleanly on Ctrl-C.
 
 use std::path::PathBuf;
 
@@ -67,7 +68,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     print_endpoints(&stack, started.elapsed());
-    choreo_telemetry::shutdown_signal().await;
+    let mut stack = stack;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let shutdown = choreo_telemetry::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                stack.supervise();
+            }
+        }
+    }
     println!("stopping…");
     stack.shutdown().await;
     println!("stopped");

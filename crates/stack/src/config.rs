@@ -117,6 +117,10 @@ pub struct StackConfig {
     /// Extra environment for every service.
     pub common_env: Vec<(String, String)>,
     pub log: LogSink,
+    /// Restart a service that exits on its own, with backoff (`choreo up`).
+    /// Tests leave it off: they kill and restart services on purpose and
+    /// must see a crash, not have it papered over.
+    pub supervise: bool,
 }
 
 impl StackConfig {
@@ -158,6 +162,7 @@ impl StackConfig {
             service_env: BTreeMap::new(),
             common_env,
             log: LogSink::Prefixed,
+            supervise: true,
         }
     }
 

@@ -74,7 +74,25 @@ pub struct Stack {
     broker: Option<Broker>,
     registry: Option<Child>,
     services: BTreeMap<String, Vec<Child>>,
+    /// Restarts of each supervised replica, `(name, index)` → state.
+    restarts: BTreeMap<(String, usize), Restarts>,
 }
+
+/// How often a supervised replica was restarted and when it may be next.
+#[derive(Debug, Clone)]
+struct Restarts {
+    count: u32,
+    backoff: Duration,
+    started: Instant,
+    next: Option<Instant>,
+}
+
+/// First wait before restarting a service that exited; doubled per
+/// restart up to [`MAX_RESTART_BACKOFF`], reset once it has run for
+/// [`HEALTHY_AFTER`].
+const FIRST_RESTART_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 impl Stack {
     /// Broker, topics, registry, schemas, then every configured service,
@@ -92,6 +110,7 @@ impl Stack {
             broker: None,
             registry: None,
             services: BTreeMap::new(),
+            restarts: BTreeMap::new(),
         };
         stack.start_broker().await?;
         stack.create_topics().await?;
@@ -102,7 +121,11 @@ impl Stack {
             stack.spawn_service(name)?;
         }
         for name in &names {
-            stack.wait_service_ready(name, 0).await?;
+            if stack.config.supervise {
+                stack.wait_service_ready_supervised(name, 0).await?;
+            } else {
+                stack.wait_service_ready(name, 0).await?;
+            }
         }
         Ok(stack)
     }
@@ -278,6 +301,103 @@ impl Stack {
         let url = format!("{}/readyz", self.replica_url(name, index));
         let child = self.services.get_mut(name).and_then(|r| r.get_mut(index));
         wait_http(name, &url, Instant::now() + Duration::from_secs(60), child).await
+    }
+
+    /// Like [`Stack::wait_service_ready`], but a replica that exits while
+    /// starting is restarted (see [`Stack::supervise`]) instead of failing
+    /// the stack: a service that crashes on one bad record must not keep
+    /// the rest from starting.
+    async fn wait_service_ready_supervised(&mut self, name: &str, index: usize) -> Result<()> {
+        let url = format!("{}/readyz", self.replica_url(name, index));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match wait_http(name, &url, Instant::now() + Duration::from_secs(1), None).await {
+                Ok(()) => return Ok(()),
+                Err(_) if Instant::now() < deadline => {
+                    self.supervise();
+                }
+                Err(_) => {
+                    return Err(Error::NotReady(
+                        name.to_owned(),
+                        Duration::from_secs(120),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Restarts every service replica that has exited on its own, each
+    /// after a backoff that doubles per restart (1 s up to 30 s, reset once
+    /// it has run for a minute), and logs why. Returns the labels of the
+    /// replicas restarted now. `choreo up` calls this every second.
+    pub fn supervise(&mut self) -> Vec<String> {
+        let now = Instant::now();
+        let mut exited = Vec::new();
+        for (name, replicas) in &mut self.services {
+            for (index, child) in replicas.iter_mut().enumerate() {
+                if let Some(status) = child.exited() {
+                    exited.push((name.clone(), index, child.name().to_owned(), status));
+                }
+            }
+        }
+        let mut restarted = Vec::new();
+        for (name, index, label, status) in exited {
+            let state = self
+                .restarts
+                .entry((name.clone(), index))
+                .or_insert_with(|| Restarts {
+                    count: 0,
+                    backoff: FIRST_RESTART_BACKOFF,
+                    started: now,
+                    next: None,
+                });
+            let next = match state.next {
+                Some(next) => next,
+                None => {
+                    if now.duration_since(state.started) >= HEALTHY_AFTER {
+                        state.backoff = FIRST_RESTART_BACKOFF;
+                    }
+                    let next = now + state.backoff;
+                    state.next = Some(next);
+                    tracing::warn!(
+                        service = %label, %status, restart_in_s = state.backoff.as_secs(),
+                        "service exited unexpectedly; restarting (see its log lines above)"
+                    );
+                    next
+                }
+            };
+            if now < next {
+                continue;
+            }
+            state.count += 1;
+            state.started = now;
+            state.next = None;
+            state.backoff = (state.backoff * 2).min(MAX_RESTART_BACKOFF);
+            let count = state.count;
+            match self.spawn_replica(&name, index) {
+                Ok(()) => {
+                    tracing::warn!(service = %label, restart = count, "service restarted");
+                    restarted.push(label);
+                }
+                Err(e) => tracing::error!(service = %label, error = %e, "could not restart"),
+            }
+        }
+        restarted
+    }
+
+    /// How often the supervisor has restarted each replica.
+    pub fn restart_counts(&self) -> BTreeMap<String, u32> {
+        self.restarts
+            .iter()
+            .map(|((name, index), r)| {
+                let label = if *index == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}.{index}")
+                };
+                (label, r.count)
+            })
+            .collect()
     }
 
     /// `kill -9` a replica: no drain, no final commit.

@@ -107,6 +107,7 @@ impl TestStackBuilder {
             service_env: self.service_env,
             common_env: self.common_env,
             log: LogSink::Files,
+            supervise: false,
         };
         let seeds = repo_root().join("deploy/seed");
         let mut config = config;
