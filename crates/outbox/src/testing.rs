@@ -225,11 +225,7 @@ impl Server {
         match Self::start_in(&bin, &dir, run_as, supervisor) {
             Ok(server) => Ok(server),
             Err((e, supervisor)) => {
-                let e = format!(
-                    "{e}\n(binaries from {}, folder {})",
-                    bin.display(),
-                    dir.display()
-                );
+                let e = format!("{e}\n(binaries from {})", bin.display());
                 // The message holds what the folder could tell (the log);
                 // removing the folder now leaves nothing behind for the rest
                 // of the run.
@@ -343,8 +339,7 @@ impl Server {
             }
             return Err((
                 format!(
-                    "{outcome}\n--- last lines of {} ---\n{}",
-                    log_path.display(),
+                    "{outcome}\n--- last lines of the server log ---\n{}",
                     tail(&log, LOG_TAIL_LINES)
                 ),
                 supervisor,
@@ -366,9 +361,11 @@ impl Server {
 /// folder.
 ///
 /// Rejected: `prctl(PR_SET_PDEATHSIG)` fires when the *thread* that spawned
-/// the child exits, and test threads come and go; it also cannot remove the
-/// folder. Polling our pid from the supervisor is racy (pid reuse) and, as
-/// `nobody`, not even allowed.
+/// the child exits, and test threads come and go; spawning from a thread
+/// kept alive for the purpose would work, but needs `pre_exec` (unsafe code,
+/// which the workspace denies) and still leaves the folder behind. Polling
+/// our pid from the supervisor is racy (pid reuse) where end-of-file on the
+/// pipe is exact.
 ///
 /// The supervisor runs as this process's user (to signal postgres and remove
 /// the folder, also as root) and in its own process group, so a Ctrl-C does
