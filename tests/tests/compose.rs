@@ -211,7 +211,10 @@ fn services_reach_the_compose_infrastructure() {
         );
         // The client settings the tests prove are the ones compose runs.
         let overrides: Vec<&String> = env.keys().filter(|k| k.starts_with(KAFKA_PREFIX)).collect();
-        assert!(overrides.is_empty(), "{name}: Kafka client overrides {overrides:?}");
+        assert!(
+            overrides.is_empty(),
+            "{name}: Kafka client overrides {overrides:?}"
+        );
     }
     let communication = environment(service(&compose, "communication"));
     assert_eq!(

@@ -106,11 +106,23 @@ impl KafkaSettings {
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
             .set("fetch.wait.max.ms", "500")
             .set("socket.nagle.disable", "true");
+        // Under the KIP-848 protocol the broker owns the session and the
+        // heartbeat, and librdkafka refuses a client that sets them.
+        if !self.consumer_protocol() {
+            c.set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "500");
+        }
         self.apply(c, Role::Consumer)
+    }
+
+    /// Whether consumers use the KIP-848 group protocol
+    /// (`group.protocol=consumer`) instead of the classic one.
+    pub fn consumer_protocol(&self) -> bool {
+        ["group.protocol", "consumer.group.protocol"]
+            .iter()
+            .any(|k| self.overrides.get(*k).is_some_and(|v| v == "consumer"))
     }
 
     /// A consumer outside any group (CLI reads, tests): no commits.

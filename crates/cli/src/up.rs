@@ -94,7 +94,11 @@ fn print_endpoints(stack: &Stack, took: std::time::Duration) {
         took.as_secs_f64(),
         c.data_dir.display()
     );
-    println!("  broker (Apache Kafka {}) {}", choreo_stack::broker::KAFKA_VERSION, stack.brokers());
+    println!(
+        "  broker (Apache Kafka {}) {}",
+        choreo_stack::broker::KAFKA_VERSION,
+        stack.brokers()
+    );
     println!(
         "  broker log           {}",
         c.data_dir.join("broker/server.log").display()

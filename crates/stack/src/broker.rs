@@ -84,7 +84,10 @@ pub fn server_properties(
             "listeners",
             format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
         ),
-        ("advertised.listeners", format!("PLAINTEXT://127.0.0.1:{port}")),
+        (
+            "advertised.listeners",
+            format!("PLAINTEXT://127.0.0.1:{port}"),
+        ),
         ("controller.listener.names", "CONTROLLER".into()),
         (
             "listener.security.protocol.map",
@@ -97,7 +100,10 @@ pub fn server_properties(
         ("offsets.topic.num.partitions", "6".into()),
         ("transaction.state.log.replication.factor", "1".into()),
         ("transaction.state.log.min.isr", "1".into()),
-        ("share.coordinator.state.topic.replication.factor", "1".into()),
+        (
+            "share.coordinator.state.topic.replication.factor",
+            "1".into(),
+        ),
         ("share.coordinator.state.topic.min.isr", "1".into()),
         // A group's first member is served at once instead of after 3 s.
         ("group.initial.rebalance.delay.ms", "0".into()),
@@ -140,7 +146,11 @@ impl BrokerSpec {
     /// Writes the configuration and formats the log dirs unless they are
     /// formatted already.
     async fn prepare(&self) -> Result<()> {
-        if !self.libs.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).exists() {
+        if !self
+            .libs
+            .join(format!("kafka_2.13-{KAFKA_VERSION}.jar"))
+            .exists()
+        {
             return Err(Error::MissingKafka(self.libs.clone()));
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
@@ -149,7 +159,10 @@ impl BrokerSpec {
             props.push_str(&format!("{k}={v}\n"));
         }
         write(&self.properties_path(), &props)?;
-        write(&self.log4j_path(), &log4j_config(&self.dir.join("server.log")))?;
+        write(
+            &self.log4j_path(),
+            &log4j_config(&self.dir.join("server.log")),
+        )?;
         if self.log_dirs().join("meta.properties").exists() {
             return Ok(());
         }

@@ -316,12 +316,7 @@ impl Stack {
                 Err(_) if Instant::now() < deadline => {
                     self.supervise();
                 }
-                Err(_) => {
-                    return Err(Error::NotReady(
-                        name.to_owned(),
-                        Duration::from_secs(120),
-                    ))
-                }
+                Err(_) => return Err(Error::NotReady(name.to_owned(), Duration::from_secs(120))),
             }
         }
     }
