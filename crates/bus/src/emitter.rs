@@ -3,6 +3,12 @@
 //! This is the only way a service publishes: the event is encoded (so a bad
 //! event fails the transaction, not the relay) and appended to the outbox in
 //! the same unit of work as the state change that caused it.
+//!
+//! An event too large for the producer (`message.max.bytes`, which the
+//! [`Relay`](crate::Relay) reads from its configuration and sets on the
+//! database handle) fails here with [`Error::MessageTooLarge`], permanent,
+//! and is never written: committed, it could only end on the dead-letter
+//! path, leaving a state change whose event nobody hears.
 
 use std::sync::Arc;
 
@@ -10,7 +16,7 @@ use choreo_events::{AnyEvent, Event};
 use choreo_outbox::{OutboxMessage, UnitOfWork};
 
 use crate::codec::Codec;
-use crate::{headers, trace};
+use crate::{headers, trace, Error};
 
 #[derive(Clone, Debug)]
 pub struct Emitter {
@@ -33,14 +39,17 @@ impl Emitter {
         event: &E,
     ) -> Result<(), crate::Error> {
         let payload = self.codec.encode(event).await?;
-        uow.append(message(
-            E::TOPIC.name(),
-            &event.metadata().order_id,
+        append(
+            uow,
+            message(
+                E::TOPIC.name(),
+                &event.metadata().order_id,
+                E::EVENT_TYPE,
+                payload,
+            ),
             E::EVENT_TYPE,
-            payload,
-        ))
-        .await?;
-        Ok(())
+        )
+        .await
     }
 
     /// Like [`emit`](Self::emit), for an event whose type is known only at
@@ -51,14 +60,38 @@ impl Emitter {
         event: &AnyEvent,
     ) -> Result<(), crate::Error> {
         let payload = self.codec.encode_any(event).await?;
-        uow.append(message(
-            event.topic().name(),
-            &event.metadata().order_id,
+        append(
+            uow,
+            message(
+                event.topic().name(),
+                &event.metadata().order_id,
+                event.event_type(),
+                payload,
+            ),
             event.event_type(),
-            payload,
-        ))
-        .await?;
-        Ok(())
+        )
+        .await
+    }
+}
+
+/// Appends, naming the event in the error a too-large one gets, so the HTTP
+/// layer or handler can say what was refused.
+async fn append(
+    uow: &mut UnitOfWork<'_>,
+    msg: OutboxMessage,
+    event_type: &str,
+) -> Result<(), Error> {
+    match uow.append(msg).await {
+        Ok(()) => Ok(()),
+        Err(choreo_outbox::Error::MessageTooLarge {
+            topic, size, limit, ..
+        }) => Err(Error::MessageTooLarge {
+            topic,
+            event_type: event_type.to_owned(),
+            size,
+            limit,
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 

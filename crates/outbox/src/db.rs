@@ -2,6 +2,7 @@
 //! migrations, and the relay/metrics/retention queries.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +59,29 @@ const SQLITE_PRAGMAS: &[&str] = &[
 /// publisher (single-bigint key space; ASCII "choreoob").
 const RELAY_LEASE_KEY: i64 = 0x6368_6f72_656f_6f62;
 
+/// librdkafka's default `message.max.bytes`: the limit appends are checked
+/// against until the relay, which knows its producer's configuration, sets
+/// the real one with [`Db::set_max_message_bytes`].
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// A row the relay set aside instead of publishing (see
+/// [`RelayBatch::settle`](crate::RelayBatch::settle)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadRow {
+    pub seq: i64,
+    pub topic: String,
+    pub key: String,
+    /// Length of the stored payload, which is kept in full.
+    pub payload_len: usize,
+    pub reason: String,
+    /// Where the dead-letter copy went (`dlq.<service>/<partition>/<offset>`);
+    /// `None` when no copy could be produced and this row is the only
+    /// record of the event.
+    pub dead_letter: Option<String>,
+    pub created_at_ms: i64,
+    pub set_aside_at_ms: i64,
+}
+
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -68,6 +92,9 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     signal: Arc<Notify>,
+    /// Shared by clones: the relay sets it on its clone, every unit of work
+    /// of the service checks against it.
+    max_message_bytes: Arc<AtomicUsize>,
 }
 
 impl Db {
@@ -117,6 +144,7 @@ impl Db {
             pool,
             backend,
             signal: Arc::new(Notify::new()),
+            max_message_bytes: Arc::new(AtomicUsize::new(DEFAULT_MAX_MESSAGE_BYTES)),
         };
         let own = match backend {
             Backend::Sqlite => &SQLITE_MIGRATOR,
@@ -133,6 +161,21 @@ impl Db {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The largest message (as [`OutboxMessage::record_size`]) that
+    /// [`UnitOfWork::append`] accepts: the publisher's `message.max.bytes`.
+    ///
+    /// [`OutboxMessage::record_size`]: crate::OutboxMessage::record_size
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`max_message_bytes`](Self::max_message_bytes) for this handle
+    /// and all its clones. The relay calls it with its producer's limit, so
+    /// what it could never publish is refused when it is appended.
+    pub fn set_max_message_bytes(&self, limit: usize) {
+        self.max_message_bytes.store(limit, Ordering::Relaxed);
     }
 
     /// Runs `migrator` on this database the way this crate runs its own:
@@ -230,11 +273,43 @@ impl Db {
             .map_err(Error::sql("counting the outbox backlog"))
     }
 
+    /// Rows the relay set aside instead of publishing, oldest first.
+    pub async fn dead_rows(&self) -> Result<Vec<DeadRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, topic, key, payload, dead_reason, dead_letter, created_at, published_at \
+             FROM outbox WHERE dead_reason IS NOT NULL ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::sql("reading set-aside outbox rows"))?;
+        rows.iter()
+            .map(|row| {
+                let decode = |source| Error::Sql {
+                    context: "decoding a set-aside outbox row",
+                    source,
+                };
+                let payload: Vec<u8> = row.try_get("payload").map_err(decode)?;
+                Ok(DeadRow {
+                    seq: row.try_get("seq").map_err(decode)?,
+                    topic: row.try_get("topic").map_err(decode)?,
+                    key: row.try_get("key").map_err(decode)?,
+                    payload_len: payload.len(),
+                    reason: row.try_get("dead_reason").map_err(decode)?,
+                    dead_letter: row.try_get("dead_letter").map_err(decode)?,
+                    created_at_ms: row.try_get("created_at").map_err(decode)?,
+                    set_aside_at_ms: row.try_get("published_at").map_err(decode)?,
+                })
+            })
+            .collect()
+    }
+
     /// Retention: deletes published outbox rows published more than
     /// `published_older_than` ago and inbox rows seen more than
     /// `inbox_older_than` ago; returns `(outbox rows, inbox rows)` deleted.
     ///
-    /// Unpublished rows are never deleted. The inbox window must be longer
+    /// Unpublished rows are never deleted, nor set-aside rows whose
+    /// dead-letter copy could not be produced: they are the only record of
+    /// their event. The inbox window must be longer
     /// than any redelivery can be late (consumer lag plus retention of the
     /// input topics), or a late duplicate would be processed twice.
     pub async fn purge(
@@ -243,13 +318,15 @@ impl Db {
         inbox_older_than: Duration,
     ) -> Result<(u64, u64)> {
         let now = now_ms();
-        let outbox =
-            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-                .bind(now.saturating_sub(millis(published_older_than)))
-                .execute(&self.pool)
-                .await
-                .map_err(Error::sql("purging published outbox rows"))?
-                .rows_affected();
+        let outbox = sqlx::query(
+            "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 \
+                 AND (dead_reason IS NULL OR dead_letter IS NOT NULL)",
+        )
+        .bind(now.saturating_sub(millis(published_older_than)))
+        .execute(&self.pool)
+        .await
+        .map_err(Error::sql("purging published outbox rows"))?
+        .rows_affected();
         let inbox = sqlx::query("DELETE FROM inbox WHERE seen_at < $1")
             .bind(now.saturating_sub(millis(inbox_older_than)))
             .execute(&self.pool)

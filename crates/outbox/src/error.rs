@@ -54,6 +54,25 @@ pub enum Error {
     #[error("before commit ({what}): {reason}")]
     BeforeCommit { what: String, reason: String },
 
+    /// A message too large for the publisher to ever send
+    /// ([`Db::max_message_bytes`](crate::Db::max_message_bytes)): rejected at
+    /// append so it never enters the outbox, where it would be dead weight.
+    /// Permanent: the same message is just as large next time.
+    #[error(
+        "message for {topic} (key {key}) is {size} bytes as a Kafka record, over the \
+         {limit}-byte limit (message.max.bytes)"
+    )]
+    MessageTooLarge {
+        topic: String,
+        key: String,
+        size: usize,
+        limit: usize,
+    },
+
+    /// An outbox message's headers could not be stored as JSON.
+    #[error("outbox message headers do not serialize")]
+    EncodeHeaders(#[source] serde_json::Error),
+
     /// An outbox row's headers column is not the JSON this crate writes.
     #[error("outbox row {seq} has malformed headers")]
     Headers {
@@ -78,7 +97,10 @@ impl Error {
             Error::Migrate(e) => is_retryable_migrate(e),
             // Durability work (an fsync, say) failing is the environment.
             Error::CreateDir { .. } | Error::BeforeCommit { .. } => true,
-            Error::InvalidUrl { .. } | Error::Headers { .. } => false,
+            Error::InvalidUrl { .. }
+            | Error::Headers { .. }
+            | Error::MessageTooLarge { .. }
+            | Error::EncodeHeaders(_) => false,
         }
     }
 }
@@ -261,5 +283,16 @@ mod tests {
         assert!(!Error::Migrate(MigrateError::VersionMissing(3)).is_retryable());
         assert!(!Error::InvalidUrl { reason: "x".into() }.is_retryable());
         assert!(Error::from(sqlx::Error::PoolTimedOut).is_retryable());
+        let too_large = Error::MessageTooLarge {
+            topic: "orders".into(),
+            key: "k".into(),
+            size: 2_000_000,
+            limit: 1_000_000,
+        };
+        assert!(
+            !too_large.is_retryable(),
+            "a too-large message stays too large"
+        );
+        assert!(too_large.to_string().contains("2000000 bytes"));
     }
 }

@@ -16,6 +16,14 @@
 //!   idempotent producer and calls [`RelayBatch::mark_published`]. A crash
 //!   between publish and mark republishes; consumers' inboxes absorb that.
 //!
+//! A row Kafka can never take (too large, invalid, for a topic that does
+//! not exist) must not hold back the rows behind it: the relay copies it to
+//! its dead-letter path and calls [`RelayBatch::settle`] with it as
+//! [`SetAside`]; the row leaves the queue with its reason recorded
+//! ([`Db::dead_rows`]). And a message too large to ever publish is refused
+//! at [`UnitOfWork::append`] ([`Error::MessageTooLarge`],
+//! [`Db::max_message_bytes`]), so it is never written at all.
+//!
 //! Plus the tables' lifecycle: migrations ([`Db::migrate`] also runs a
 //! service's own migrator the same way), backlog for metrics
 //! ([`Db::outbox_backlog`]) and retention ([`Db::purge`]). No Kafka and no
@@ -61,7 +69,7 @@
 //!
 //! - [`db`](Db): connecting, migrations, relay read, backlog, retention.
 //! - [`UnitOfWork`]: the write-side transaction (inbox + outbox + `conn()`).
-//! - [`RelayBatch`]: rows to publish and marking them published.
+//! - [`RelayBatch`]: rows to publish, marking them published or set aside.
 //! - [`Error`]: one error type, classified by [`Error::is_retryable`].
 //! - `testing` (feature `testing`): fresh PostgreSQL databases and SQLite
 //!   URLs for tests in this and other crates.
@@ -74,10 +82,10 @@ mod uow;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use db::{Backend, Db, DbOptions};
+pub use db::{Backend, Db, DbOptions, DeadRow, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{is_retryable_sqlx, Error, Result};
-pub use relay::{OutboxRow, RelayBatch};
-pub use uow::{OutboxMessage, UnitOfWork};
+pub use relay::{OutboxRow, RelayBatch, SetAside};
+pub use uow::{record_size_bound, OutboxMessage, UnitOfWork};
 
 /// Services write their own state with sqlx in the same transaction; the
 /// re-export keeps their sqlx version in lockstep with ours.

@@ -1,5 +1,11 @@
 //! The read side for the relay: a batch of unpublished rows and the act of
-//! marking them published.
+//! marking them published, or set aside when Kafka can never take them.
+// Rows come from the database, which other processes write: nothing here
+// may panic on what they contain.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use std::fmt;
 
@@ -18,6 +24,18 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
     pub created_at_ms: i64,
+}
+
+/// A row the relay could not publish and moved to its dead-letter path, so
+/// that the rows behind it go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    pub seq: i64,
+    /// Why Kafka refused it (and why it can never take it).
+    pub reason: String,
+    /// Where its copy went (`dlq.<service>/<partition>/<offset>`), or `None`
+    /// when not even a copy could be produced.
+    pub dead_letter: Option<String>,
 }
 
 /// Rows returned by [`Db::next_batch`](crate::Db::next_batch).
@@ -96,10 +114,21 @@ impl RelayBatch {
     /// Sets `published_at` on exactly these rows and commits (on PostgreSQL
     /// this also gives up the lease).
     pub async fn mark_published(self) -> Result<()> {
-        if self.rows.is_empty() {
+        let seqs: Vec<i64> = self.rows.iter().map(|r| r.seq).collect();
+        self.settle(&seqs, &[]).await
+    }
+
+    /// Ends the batch with what happened to its rows: `published` were
+    /// acknowledged by Kafka, `set_aside` were moved to the dead-letter path
+    /// (both leave the queue: `published_at` is set; set-aside rows also get
+    /// their reason and copy location). Rows of the batch in neither list
+    /// stay unpublished and come back first in the next batch. One
+    /// transaction; on PostgreSQL it also gives up the lease.
+    pub async fn settle(self, published: &[i64], set_aside: &[SetAside]) -> Result<()> {
+        if published.is_empty() && set_aside.is_empty() {
             return self.release().await;
         }
-        let seqs: Vec<i64> = self.rows.iter().map(|r| r.seq).collect();
+        let seqs = published;
         let (mut tx, leased) = match self.hold {
             Hold::Lease(tx) => (tx, true),
             Hold::Pool(pool) => (
@@ -108,9 +137,23 @@ impl RelayBatch {
                     .map_err(Error::sql("beginning to mark published"))?,
                 false,
             ),
-            Hold::Nothing => unreachable!("a non-empty batch always holds a pool or a lease"),
+            // Only an empty batch holds nothing, and it has nothing to mark.
+            Hold::Nothing => return Ok(()),
         };
-        let marked = mark(&mut tx, &seqs).await?;
+        let marked = mark(&mut tx, seqs).await?;
+        for row in set_aside {
+            sqlx::query(
+                "UPDATE outbox SET published_at = $1, dead_reason = $2, dead_letter = $3 \
+                 WHERE published_at IS NULL AND seq = $4",
+            )
+            .bind(now_ms())
+            .bind(&row.reason)
+            .bind(row.dead_letter.as_deref())
+            .bind(row.seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::sql("setting an outbox row aside"))?;
+        }
         tx.commit()
             .await
             .map_err(Error::sql("committing published marks"))?;

@@ -23,6 +23,53 @@ pub struct OutboxMessage {
     pub headers: Vec<(String, String)>,
 }
 
+impl OutboxMessage {
+    /// Upper bound of this message's size as a Kafka record; what
+    /// [`UnitOfWork::append`] compares with the publisher's limit.
+    pub fn record_size(&self) -> usize {
+        record_size_bound(
+            self.key.len(),
+            self.payload.len(),
+            self.headers.iter().map(|(k, v)| (k.len(), v.len())),
+        )
+    }
+}
+
+/// Bytes of framing librdkafka counts per v2 record before comparing with
+/// `message.max.bytes`: length, attributes, timestamp delta, offset delta,
+/// key length, value length, header count, each varint at its widest
+/// (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
+const RECORD_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+/// A v2 record batch header (`RD_KAFKAP_MSGSET_V2_SIZE`). The broker checks
+/// its `max.message.bytes` against whole batches, so a message alone in a
+/// batch must fit with this added.
+const BATCH_OVERHEAD: usize = 61;
+/// Name length and value length varints of one header, at their widest for
+/// anything under 32 GiB.
+const HEADER_OVERHEAD: usize = 5 + 5;
+
+/// Upper bound of the size of one Kafka record with a key of `key_len`
+/// bytes, a value of `value_len` bytes and headers of the given (name,
+/// value) lengths, as sent alone in a record batch: the number to compare
+/// with `message.max.bytes` (producer) or `max.message.bytes` (topic). It
+/// errs on the large side by a few bytes, never on the small side, so a
+/// message that passes is one librdkafka and the broker accept.
+pub fn record_size_bound(
+    key_len: usize,
+    value_len: usize,
+    headers: impl IntoIterator<Item = (usize, usize)>,
+) -> usize {
+    let headers: usize = headers
+        .into_iter()
+        .map(|(k, v)| k.saturating_add(v).saturating_add(HEADER_OVERHEAD))
+        .fold(0, usize::saturating_add);
+    BATCH_OVERHEAD
+        .saturating_add(RECORD_OVERHEAD)
+        .saturating_add(key_len)
+        .saturating_add(value_len)
+        .saturating_add(headers)
+}
+
 /// Class id of the per-key append locks (two-int4 advisory key space, which
 /// does not overlap the relay lease's bigint key space).
 /// Events per multi-row inbox insert (3 bind parameters for the first row,
@@ -146,7 +193,24 @@ impl<'c> UnitOfWork<'c> {
     /// order of their seqs, and the relay could publish the later seq first.
     /// With it, per-key seq order is per-key commit order. (SQLite has one
     /// connection, so transactions never overlap.)
+    ///
+    /// A message larger than the publisher can ever send
+    /// ([`Db::max_message_bytes`], compared with
+    /// [`OutboxMessage::record_size`]) is refused with
+    /// [`Error::MessageTooLarge`], a permanent error: once committed it could
+    /// only be dead-lettered by the relay, and the state change that caused
+    /// it would have happened without its event.
     pub async fn append(&mut self, msg: OutboxMessage) -> Result<()> {
+        let size = msg.record_size();
+        let limit = self.db.max_message_bytes();
+        if size > limit {
+            return Err(Error::MessageTooLarge {
+                topic: msg.topic,
+                key: msg.key,
+                size,
+                limit,
+            });
+        }
         if self.db.backend() == Backend::Postgres && !self.locked_keys.contains(&msg.key) {
             sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
                 .bind(APPEND_LOCK_CLASS)
@@ -156,8 +220,7 @@ impl<'c> UnitOfWork<'c> {
                 .map_err(Error::sql("locking outbox key"))?;
             self.locked_keys.insert(msg.key.clone());
         }
-        let headers =
-            serde_json::to_string(&msg.headers).expect("a list of string pairs always serializes");
+        let headers = serde_json::to_string(&msg.headers).map_err(Error::EncodeHeaders)?;
         sqlx::query(
             "INSERT INTO outbox (topic, key, payload, headers, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
