@@ -936,10 +936,8 @@ fn stack_processes() -> Vec<(u32, String)> {
         let arg0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
         let name = String::from_utf8_lossy(arg0);
         let base = name.rsplit('/').next().unwrap_or_default().to_owned();
-        let is_kafka = base == "java"
-            && cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == b"kafka.Kafka");
+        let is_kafka =
+            base == "java" && cmdline.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka");
         if is_kafka {
             out.push((pid, "kafka".to_owned()));
         } else if base.starts_with("choreo-") && base != "choreo-bench" {
