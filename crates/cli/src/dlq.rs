@@ -18,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use crate::decode::Decoder;
-use crate::output::{human_ms, now_ms, rfc3339_ms, Output, Progress};
+use crate::output::{human_ms, now_ms, printable, printable_or_dash, rfc3339_ms, Output, Progress};
 use crate::reader::{list_topics, read_to_end, Record};
 use crate::render::{preview, summary};
 use crate::Connection;
@@ -221,17 +221,19 @@ pub async fn run_list(
                 "{}  {}  from {}  key {}  {} ago  attempts {}",
                 output.paint("1", &l.record.position()),
                 output.paint("31", &l.reason),
-                l.source(),
-                l.record.key_str().unwrap_or_else(|| "-".into()),
+                printable(&l.source()),
+                // Keys are bytes from outside: escaped, so a key cannot
+                // repaint the terminal or forge a line.
+                printable_or_dash(l.record.key_str().as_deref()),
                 age.map_or_else(|| "?".into(), human_ms),
                 l.attempts.map_or_else(|| "?".into(), |a| a.to_string()),
             )?;
             let replay = l
                 .record
                 .header(headers::REPLAY)
-                .map(|r| format!("  (a replay of {r})"))
+                .map(|r| format!("  (a replay of {})", printable(&r)))
                 .unwrap_or_default();
-            writeln!(out, "    value: {}{replay}", l.value_preview())?;
+            writeln!(out, "    value: {}{replay}", printable(&l.value_preview()))?;
         }
     }
     if !output.json && letters.is_empty() {

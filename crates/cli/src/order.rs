@@ -165,8 +165,9 @@ pub async fn wait_terminal(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let url = format!(
-            "{}/orders/{order_id}?wait=terminal&timeout_ms={}",
+            "{}/orders/{}?wait=terminal&timeout_ms={}",
             base(order_url),
+            crate::output::path_segment(order_id),
             left.as_millis().min(30_000)
         );
         let r = http
@@ -197,10 +198,11 @@ pub fn status_line(order: &Value) -> String {
         (Some(t), Some(c)) => format!(" total {}", money(t, c)),
         _ => String::new(),
     };
-    match order["reason"].as_str() {
+    let line = match order["reason"].as_str() {
         Some(reason) => format!("{status} ({reason}){total}"),
         None => format!("{status}{total}"),
-    }
+    };
+    crate::output::printable(&line).into_owned()
 }
 
 /// `choreo order place`: prints the order id, then with `--wait` the
@@ -212,7 +214,7 @@ pub async fn run_place(
 ) -> anyhow::Result<(String, Option<Value>)> {
     let id = place(&args.order_url, &args.body()).await?;
     if !output.json {
-        writeln!(out, "{id}")?;
+        writeln!(out, "{}", crate::output::printable(&id))?;
         out.flush()?;
     }
     let order = if args.wait {

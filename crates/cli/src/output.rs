@@ -3,6 +3,7 @@
 //! progress for long reads on stderr, only when stderr is a terminal, so
 //! pipes and tests see clean output.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -39,12 +40,15 @@ impl Output {
         Self { json, color }
     }
 
-    /// `text` in an SGR colour (`"1"` bold, `"31"` red, …) when colouring.
+    /// `text` in an SGR colour (`"1"` bold, `"31"` red, …) when colouring;
+    /// [`printable`] either way, since what is painted is mostly data
+    /// (ids, reasons) read from topics.
     pub fn paint(&self, sgr: &str, text: &str) -> String {
+        let text = printable(text);
         if self.color {
             format!("\x1b[{sgr}m{text}\x1b[0m")
         } else {
-            text.to_owned()
+            text.into_owned()
         }
     }
 
@@ -58,6 +62,51 @@ impl Output {
         out.write_all(b"\n")
     }
 }
+
+/// `text` safe to print on a terminal and in a log line: control characters
+/// (newline, carriage return, escape sequences, DEL, C1) and invisible
+/// formatting characters (bidi overrides such as U+202E) are shown as Rust
+/// escapes (`\n`, `\u{1b}`, `\u{202e}`); everything else, including
+/// non-ASCII letters, is left alone. Borrowed when nothing needs escaping.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || choreo_events::contract::is_invisible_format(c);
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`printable`] of an optional value, `-` when absent.
+pub fn printable_or_dash(text: Option<&str>) -> String {
+    text.map_or_else(|| "-".to_owned(), |t| printable(t).into_owned())
+}
+
+/// One path segment of a URL: every byte outside the RFC 3986 unreserved
+/// set (`A-Z a-z 0-9 - . _ ~`) percent-encoded, so an id holding `/`, `?`,
+/// `#`, `%` or `..` stays one segment naming itself.
+pub fn path_segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, URL_COMPONENT).to_string()
+}
+
+/// A query parameter value, encoded like [`path_segment`].
+pub fn query_value(text: &str) -> String {
+    path_segment(text)
+}
+
+/// Everything but the unreserved characters.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Colour of an event type in human output: red for failures and
 /// compensations, green for successes, default otherwise.
@@ -256,6 +305,36 @@ pub fn money(minor: i64, currency: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_control_and_bidi_characters_only() {
+        assert!(matches!(printable("o-1 Zoë"), Cow::Borrowed("o-1 Zoë")));
+        assert_eq!(printable("a\nb"), "a\\nb");
+        assert_eq!(printable("\u{1b}[2Jx"), "\\u{1b}[2Jx");
+        assert_eq!(printable("a\rb\u{7f}"), "a\\rb\\u{7f}");
+        assert_eq!(printable("evil\u{202E}gnp"), "evil\\u{202e}gnp");
+        assert!(!printable("x\n2026-01-01 INFO forged").contains('\n'));
+        // Painting escapes too, so a coloured id cannot smuggle escapes.
+        let painted = Output {
+            json: false,
+            color: true,
+        }
+        .paint("1", "\u{1b}]0;x\u{7}");
+        assert_eq!(painted.matches('\u{1b}').count(), 2, "{painted:?}");
+        assert_eq!(printable_or_dash(None), "-");
+    }
+
+    #[test]
+    fn path_segments_encode_everything_but_unreserved() {
+        let uuid = "550e8400-e29b-41d4-a716-446655440000";
+        assert_eq!(path_segment(uuid), uuid);
+        assert_eq!(path_segment("a/b"), "a%2Fb");
+        assert_eq!(path_segment("50%"), "50%25");
+        assert_eq!(path_segment("a?b#c d"), "a%3Fb%23c%20d");
+        assert_eq!(path_segment("a\nb"), "a%0Ab");
+        assert_eq!(path_segment("ä"), "%C3%A4");
+        assert_eq!(query_value("x&limit=1"), "x%26limit%3D1");
+    }
 
     #[test]
     fn durations_parse_in_every_spelling() {

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use crate::decode::Decoder;
 use crate::dlq;
-use crate::output::{parse_duration, Output, Progress};
+use crate::output::{parse_duration, path_segment, printable, query_value, Output, Progress};
 use crate::reader::read_to_end;
 use crate::Connection;
 
@@ -104,13 +104,14 @@ impl std::fmt::Display for Violation {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         write!(f, "{check:<18}")?;
+        // Ids and details may come from outside: escaped for the terminal.
         if let Some(o) = &self.order_id {
-            write!(f, " order {o}")?;
+            write!(f, " order {}", printable(o))?;
         }
         if let Some(s) = &self.subject {
-            write!(f, " {s}")?;
+            write!(f, " {}", printable(s))?;
         }
-        write!(f, ": {}", self.detail)
+        write!(f, ": {}", printable(&self.detail))
     }
 }
 
@@ -319,7 +320,7 @@ impl Reconciler {
         loop {
             let mut url = format!("{}/orders?limit={PAGE}", base(&self.endpoints.order));
             if let Some(a) = &after {
-                url.push_str(&format!("&after={a}"));
+                url.push_str(&format!("&after={}", query_value(a)));
             }
             let page = self.must_get(&url).await?;
             let orders = page["orders"]
@@ -385,14 +386,22 @@ impl Reconciler {
         terminal: Option<&Vec<String>>,
     ) -> anyhow::Result<OrderCheck> {
         let order = self
-            .must_get(&format!("{}/orders/{id}", base(&self.endpoints.order)))
+            .must_get(&format!(
+                "{}/orders/{}",
+                base(&self.endpoints.order),
+                path_segment(id)
+            ))
             .await?;
         let status = order["status"].as_str().unwrap_or("?").to_owned();
         let customer = order["customer_id"].as_str().map(str::to_owned);
         let total = order["total_minor"].as_i64().unwrap_or_default();
         let mut v = Vec::new();
         let payment = self
-            .get(&format!("{}/payments/{id}", base(&self.endpoints.payment)))
+            .get(&format!(
+                "{}/payments/{}",
+                base(&self.endpoints.payment),
+                path_segment(id)
+            ))
             .await?;
         let net_charge = payment
             .as_ref()
@@ -442,8 +451,9 @@ impl Reconciler {
 
         let reservation = self
             .get(&format!(
-                "{}/reservations/{id}",
-                base(&self.endpoints.inventory)
+                "{}/reservations/{}",
+                base(&self.endpoints.inventory),
+                path_segment(id)
             ))
             .await?;
         let reservation = reservation
@@ -452,7 +462,11 @@ impl Reconciler {
             .unwrap_or("none")
             .to_owned();
         let shipment = self
-            .get(&format!("{}/shipments/{id}", base(&self.endpoints.courier)))
+            .get(&format!(
+                "{}/shipments/{}",
+                base(&self.endpoints.courier),
+                path_segment(id)
+            ))
             .await?;
         let shipment = shipment
             .as_ref()
@@ -609,7 +623,11 @@ impl Reconciler {
         for customer in customers {
             let initial = self.initial_balances[customer];
             report.customers_checked += 1;
-            let url = format!("{}/accounts/{customer}", base(&self.endpoints.payment));
+            let url = format!(
+                "{}/accounts/{}",
+                base(&self.endpoints.payment),
+                path_segment(customer)
+            );
             let Some(account) = self.get(&url).await? else {
                 report.violations.push(Violation::subject(
                     Check::MoneyConservation,

@@ -80,7 +80,8 @@ pub fn summary(event: &AnyEvent) -> String {
             }
         }
     }
-    parts.join(" ")
+    // Every value came from a topic: make it safe for a terminal.
+    crate::output::printable(&parts.join(" ")).into_owned()
 }
 
 fn lines(items: &[OrderLine]) -> String {

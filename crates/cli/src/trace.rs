@@ -175,8 +175,8 @@ pub fn print_saga(
             since,
             e.topic,
             output.paint(event_color(event_type), &format!("{event_type:<22}")),
-            meta.producer,
-            caused_by,
+            crate::output::printable(&meta.producer),
+            crate::output::printable(&caused_by),
             summary(&e.event)
         )?;
     }

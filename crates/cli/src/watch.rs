@@ -6,7 +6,7 @@ use std::io::Write;
 use choreo_events::Topic;
 
 use crate::decode::Decoder;
-use crate::output::{event_color, rfc3339_ms, Output};
+use crate::output::{event_color, printable, printable_or_dash, rfc3339_ms, Output};
 use crate::reader::{Record, Start, TopicReader};
 use crate::render::{event_json, preview, summary};
 use crate::Connection;
@@ -128,8 +128,8 @@ async fn print_record(
                     record.timestamp_ms.map(rfc3339_ms).unwrap_or_default(),
                     record.topic,
                     output.paint("33", &format!("{:<22}", "(undecodable)")),
-                    key.unwrap_or_else(|| "-".into()),
-                    error
+                    printable_or_dash(key.as_deref()),
+                    printable(&error.to_string())
                 )?;
             }
         }

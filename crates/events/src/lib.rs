@@ -16,6 +16,8 @@
 //! - [`topic`]: [`Topic`] names and owners, [`SERVICES`], [`dlq_topic`].
 //! - [`common`]: types shared by many schemas — [`EventMetadata`],
 //!   [`OrderLine`], [`Address`].
+//! - [`contract`]: the field contract — limits every service checks
+//!   (ids, e-mail, address, items, money, currency).
 //! - [`event`]: the [`Event`] trait, implemented by every record type.
 //! - [`orders`], [`inventory`], [`shipments`], [`payments`],
 //!   [`notifications`], [`requests`]: one module per topic — its records
@@ -31,6 +33,7 @@
 pub mod any;
 pub mod catalogue;
 pub mod common;
+pub mod contract;
 pub mod error;
 pub mod event;
 pub mod ingress;

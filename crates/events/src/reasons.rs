@@ -22,6 +22,12 @@ pub const INSUFFICIENT_FUNDS: &str = "INSUFFICIENT_FUNDS";
 /// The customer may not be charged (`PaymentFailed`).
 pub const CUSTOMER_BLOCKED: &str = "CUSTOMER_BLOCKED";
 
+/// The event carried data outside the [field contract](crate::contract)
+/// (`PaymentFailed`, `StockReservationFailed`, `ShipmentManifestFailed`):
+/// the participant cannot act on it, so it fails its step at once and the
+/// saga compensates instead of waiting for the deadline.
+pub const INVALID_DATA: &str = "INVALID_DATA";
+
 /// Every reason `OrderCancelled` is emitted with today.
 pub const ORDER_CANCELLED_REASONS: [&str; 5] = [
     OUT_OF_STOCK,

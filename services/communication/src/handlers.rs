@@ -5,6 +5,12 @@
 //! anywhere before the commit redelivers the event, and the resend
 //! overwrites the same file; after the commit, the row stops any resend.
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use choreo_bus::{Emitter, Handler, HandlerError, Incoming};
 use choreo_events::{AnyEvent, CustomerNotified, EventMetadata, OrderPlaced, OrdersEvent};
 use choreo_outbox::UnitOfWork;

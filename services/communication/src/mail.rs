@@ -7,11 +7,19 @@
 //! from the order and template. A redelivery therefore produces the very
 //! same bytes, so rewriting the mail file after a crash changes nothing.
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::Message;
+use lettre::{Address, Message};
+
+use choreo_events::contract;
 
 use crate::domain::{Money, Notice, Template};
 
@@ -65,8 +73,7 @@ pub fn render(from: &Mailbox, notice: &Notice, sent_at_ms: i64) -> Result<Mail, 
             email: order.customer_email.clone(),
             source,
         })?;
-    let name = (!order.address.name.trim().is_empty()).then(|| order.address.name.clone());
-    let to = Mailbox::new(name, email);
+    let to = recipient(&order.address.name, email);
     let message_id = message_id(notice);
     let stem = format!("{}.{}", order.order_id.file_safe(), notice.template);
     let date = SystemTime::UNIX_EPOCH + Duration::from_millis(sent_at_ms.max(0) as u64);
@@ -78,7 +85,7 @@ pub fn render(from: &Mailbox, notice: &Notice, sent_at_ms: i64) -> Result<Mail, 
     let message = Message::builder()
         .from(from.clone())
         .to(to.clone())
-        .subject(subject(notice))
+        .subject(header_text(&subject(notice), MAX_SUBJECT_CHARS).unwrap_or_default())
         .message_id(Some(message_id.clone()))
         .date(date)
         .multipart(body)
@@ -92,6 +99,57 @@ pub fn render(from: &Mailbox, notice: &Notice, sent_at_ms: i64) -> Result<Mail, 
         recipient: to.email.to_string(),
         name: stem,
     })
+}
+
+/// Longest display name put in the `To` header, in characters.
+pub const MAX_HEADER_NAME_CHARS: usize = 64;
+/// Longest `Subject`, in characters.
+const MAX_SUBJECT_CHARS: usize = 200;
+
+/// `raw` made safe for a mail header: control characters (CR and LF
+/// above all, which would end the header), invisible formatting characters
+/// (bidi overrides) and runs of whitespace become one space, the ends are
+/// trimmed and the result is cut at `max` characters. `None` when nothing
+/// is left. The order's data passed the field contract, but the mail must
+/// not depend on that: a header is where a stray newline does harm.
+pub fn header_text(raw: &str, max: usize) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = 0;
+    let mut gap = false;
+    for c in raw.chars() {
+        if c.is_whitespace() || contract::is_forbidden_in_text(c) {
+            gap = !out.is_empty();
+            continue;
+        }
+        if chars + usize::from(gap) >= max {
+            break;
+        }
+        if gap {
+            out.push(' ');
+            chars += 1;
+            gap = false;
+        }
+        out.push(c);
+        chars += 1;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The `To` mailbox: the sanitised name with the address, or the bare
+/// address when no name is left or lettre cannot write it (its header
+/// writer panics on a name it cannot encode; writing it once through the
+/// fallible `Display` first turns that into a fallback).
+pub fn recipient(name: &str, email: Address) -> Mailbox {
+    let Some(name) = header_text(name, MAX_HEADER_NAME_CHARS) else {
+        return Mailbox::new(None, email);
+    };
+    let named = Mailbox::new(Some(name), email.clone());
+    let mut probe = String::new();
+    if write!(probe, "{named}").is_ok() {
+        named
+    } else {
+        Mailbox::new(None, email)
+    }
 }
 
 pub fn subject(notice: &Notice) -> String {
@@ -365,6 +423,67 @@ mod tests {
         assert_eq!(a.message.formatted(), b.message.formatted());
         let c = render(&from(), &confirmed(), 1_700_000_000_000).unwrap();
         assert_ne!(boundary(&a.name), boundary(&c.name));
+    }
+
+    #[test]
+    fn a_hostile_name_gives_a_sanitised_to_header_and_never_panics() {
+        for name in [
+            "Ada\nLovelace",
+            "Ada\r\nBcc: evil@example.com",
+            "\r\n",
+            "\n",
+            "Ada\u{202E}ecalevoL",
+            "\u{1b}[2JAda",
+            "\"Ada\" \\ <x@y.z>",
+            "\u{0}\u{7f}",
+            &"Ä".repeat(10_000),
+        ] {
+            let mut notice = confirmed();
+            notice.order.address.name = name.to_owned();
+            let mail = render(&from(), &notice, 0).unwrap();
+            let raw = formatted(&mail);
+            // Unfolded: a long encoded name continues on indented lines.
+            let headers = raw
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .replace("\r\n ", " ");
+            let to = headers
+                .split("\r\n")
+                .find(|l| l.starts_with("To: "))
+                .unwrap_or_else(|| panic!("no To header for {name:?}:\n{raw}"));
+            assert!(
+                to.contains("<alice@example.org>") || to == "To: alice@example.org",
+                "{to}"
+            );
+            assert!(!headers.contains("\r\nBcc:"), "header injected: {headers}");
+            assert!(!headers.contains('\u{202E}'), "{name:?}");
+            assert!(!headers.contains('\u{1b}'), "{name:?}");
+        }
+        assert_eq!(
+            header_text("Ada\r\n  Lovelace\u{202E}", 64).as_deref(),
+            Some("Ada Lovelace")
+        );
+        assert_eq!(header_text("\n\t ", 64), None);
+        assert_eq!(header_text(&"x".repeat(100), 64).map(|s| s.len()), Some(64));
+        let bare = recipient("\r\n", "a@example.com".parse().unwrap());
+        assert_eq!(bare.name, None);
+        let named = recipient("  Ada  ", "a@example.com".parse().unwrap());
+        assert_eq!(named.name.as_deref(), Some("Ada"));
+    }
+
+    #[test]
+    fn every_contract_valid_email_is_a_lettre_address() {
+        for email in [
+            "ada@example.com",
+            "a.b+tag@sub.example.co.uk",
+            "o'neil@example.com",
+            "x_y-z@e-x.org",
+            "!#$%&'*+/=?^_`{|}~-@example.com",
+        ] {
+            assert_eq!(contract::check_email(email), Ok(()), "{email}");
+            assert!(email.parse::<Address>().is_ok(), "{email}");
+        }
     }
 
     #[test]

@@ -19,15 +19,16 @@ use choreo_events::reasons;
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-/// The saga's correlation id: non-empty.
+/// The saga's correlation id: an id by the shared field contract
+/// (`choreo_events::contract::check_id`), so it is safe in logs, URLs and
+/// as a Kafka key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrderId(String);
 
 impl OrderId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if raw.trim().is_empty() {
-            return Err(Invalid("order id is empty".into()));
-        }
+        choreo_events::contract::check_id(raw)
+            .map_err(|problem| Invalid(format!("order id {raw:?} {problem}")))?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -128,8 +129,13 @@ impl Routing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     StockReserved(Consignment),
+    /// A `StockReserved` whose data breaks the field contract
+    /// (`choreo_events::contract`): nothing can be shipped for it.
+    InvalidConsignment(Consignment),
     PaymentFailed,
-    OrderCancelled { reason: String },
+    OrderCancelled {
+        reason: String,
+    },
 }
 
 /// Stored shipment status.
@@ -259,6 +265,16 @@ impl Decision {
 /// The courier saga step.
 pub fn decide(state: &Shipment, input: &Input, routing: &Routing, fresh: &FreshIds) -> Decision {
     match (state, input) {
+        // Fail the step at once, so the saga compensates now rather than at
+        // the order's deadline; the Failed row makes a redelivery a no-op.
+        (Shipment::Absent, Input::InvalidConsignment(consignment)) => Decision {
+            state: Shipment::Failed {
+                consignment: consignment.clone(),
+            },
+            emit: vec![Emit::ShipmentManifestFailed {
+                reason: reasons::INVALID_DATA.to_owned(),
+            }],
+        },
         (Shipment::Absent, Input::StockReserved(consignment)) => {
             if routing.serves(&consignment.country) {
                 let manifest = Manifest {

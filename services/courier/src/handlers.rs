@@ -6,13 +6,19 @@
 //! events, so storage tests can drive a real transaction without a schema
 //! registry; [`CourierHandler`] adds the emitting.
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use rand::Rng as _;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use choreo_bus::{Emitter, Handler, HandlerError, Incoming};
 use choreo_events::{
-    AnyEvent, Event, EventMetadata, InventoryEvent, OrdersEvent, PaymentsEvent, ShipmentCancelled,
-    ShipmentManifestFailed, ShipmentManifested,
+    contract, AnyEvent, Event, EventMetadata, InventoryEvent, OrdersEvent, PaymentsEvent,
+    ShipmentCancelled, ShipmentManifestFailed, ShipmentManifested,
 };
 use choreo_outbox::{Backend, UnitOfWork};
 
@@ -124,12 +130,13 @@ pub fn fresh_ids() -> FreshIds {
 }
 
 /// The domain input of an event, `None` for events courier does not react
-/// to. Nothing in them can be invalid for courier: an unusable country is
-/// simply not served.
+/// to. A `StockReserved` that breaks the field contract becomes
+/// [`Input::InvalidConsignment`]; a valid country courier does not serve is
+/// a business answer (`NO_ROUTE`), not a contract matter.
 pub fn input_of(event: &AnyEvent) -> Option<Input> {
     Some(match event {
         AnyEvent::Inventory(InventoryEvent::StockReserved(reserved)) => {
-            Input::StockReserved(Consignment {
+            let consignment = Consignment {
                 country: reserved
                     .shipping_address
                     .country
@@ -140,7 +147,29 @@ pub fn input_of(event: &AnyEvent) -> Option<Input> {
                     minor: reserved.total_minor,
                     currency: reserved.currency.clone(),
                 },
-            })
+            };
+            // What courier acts on and passes on to payment; the lines
+            // are inventory's business and were checked there.
+            let mut v = contract::Violations::new();
+            v.check("customer_id", contract::check_id(&reserved.customer_id));
+            v.check("total_minor", contract::check_money(reserved.total_minor));
+            v.check("currency", contract::check_currency(&reserved.currency));
+            // Checked as courier reads it: the country normalised, which
+            // courier has always tolerated.
+            let address = choreo_events::Address {
+                country: consignment.country.clone(),
+                ..reserved.shipping_address.clone()
+            };
+            contract::check_address(&mut v, "shipping_address", &address);
+            let violations = v.into_vec();
+            if violations.is_empty() {
+                Input::StockReserved(consignment)
+            } else {
+                warn!(order_id = ?reserved.metadata.order_id,
+                    problems = %contract::describe(&violations),
+                    "StockReserved breaks the field contract; shipment fails");
+                Input::InvalidConsignment(consignment)
+            }
         }
         AnyEvent::Payments(PaymentsEvent::PaymentFailed(_)) => Input::PaymentFailed,
         AnyEvent::Orders(OrdersEvent::OrderCancelled(cancelled)) => Input::OrderCancelled {

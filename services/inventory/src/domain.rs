@@ -21,15 +21,16 @@ use choreo_events::{reasons, Address, OrderLine};
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-/// The saga's correlation id: non-empty.
+/// The saga's correlation id: an id by the shared field contract
+/// (`choreo_events::contract::check_id`), so it is safe in logs, URLs and
+/// as a Kafka key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OrderId(String);
 
 impl OrderId {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if raw.trim().is_empty() {
-            return Err(Invalid("order id is empty".into()));
-        }
+        choreo_events::contract::check_id(raw)
+            .map_err(|problem| Invalid(format!("order id {raw:?} {problem}")))?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -44,28 +45,19 @@ impl fmt::Display for OrderId {
     }
 }
 
-/// A stock keeping unit: 1–64 printable characters without whitespace, so
-/// it is safe in a URL path and unambiguous in logs.
+/// A stock keeping unit: an id by the shared field contract
+/// (`choreo_events::contract::check_id`), so it is safe in a URL path and
+/// unambiguous in logs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Sku(String);
 
 impl Sku {
-    pub const MAX_LEN: usize = 64;
+    pub const MAX_LEN: usize = choreo_events::contract::ID_MAX_LEN;
 
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if raw.is_empty() {
-            return Err(Invalid("sku is empty".into()));
-        }
-        if raw.chars().count() > Self::MAX_LEN {
-            return Err(Invalid(format!(
-                "sku is longer than {} characters",
-                Self::MAX_LEN
-            )));
-        }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Invalid(format!("sku `{raw}` contains whitespace")));
-        }
+        choreo_events::contract::check_id(raw)
+            .map_err(|problem| Invalid(format!("sku {raw:?} {problem}")))?;
         Ok(Self(raw.to_owned()))
     }
 
@@ -161,10 +153,20 @@ pub struct PlacedOrder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     OrderPlaced(PlacedOrder),
+    /// An `OrderPlaced` whose data breaks the field contract
+    /// (`choreo_events::contract`); `problems` says how. Nothing can be
+    /// reserved for it.
+    InvalidOrder {
+        problems: String,
+    },
     OrderConfirmed,
-    OrderCancelled { reason: String },
+    OrderCancelled {
+        reason: String,
+    },
     ShipmentManifestFailed,
-    ShipmentCancelled { reason: String },
+    ShipmentCancelled {
+        reason: String,
+    },
 }
 
 /// Stored reservation status.
@@ -311,6 +313,16 @@ impl Decision {
 pub fn decide(state: &Reservation, input: &Input, stock: &StockLevels) -> Decision {
     match (state, input) {
         (Reservation::Absent, Input::OrderPlaced(order)) => reserve(order, stock),
+        // Fail the step at once, so the order is cancelled now rather than
+        // at its deadline; the Failed row makes a redelivery a no-op.
+        (Reservation::Absent, Input::InvalidOrder { .. }) => Decision {
+            state: Reservation::Failed { lines: Vec::new() },
+            stock: Vec::new(),
+            emit: vec![Emit::StockReservationFailed {
+                reason: reasons::INVALID_DATA.to_owned(),
+                missing_skus: Vec::new(),
+            }],
+        },
         // The cancel overtook the order: leave a tombstone so a late
         // OrderPlaced reserves nothing.
         (Reservation::Absent, Input::OrderCancelled { .. }) => Decision {
@@ -448,6 +460,24 @@ mod tests {
                 reason: reasons::PAYMENT_DECLINED.into(),
             },
         ]
+    }
+
+    #[test]
+    fn an_invalid_order_fails_at_once_and_only_once() {
+        let input = Input::InvalidOrder {
+            problems: "customer_id must not be empty".into(),
+        };
+        let d = decide(&Reservation::Absent, &input, &StockLevels::new());
+        assert_eq!(d.state, Reservation::Failed { lines: Vec::new() });
+        assert!(d.stock.is_empty());
+        assert_eq!(
+            d.emit,
+            vec![Emit::StockReservationFailed {
+                reason: reasons::INVALID_DATA.into(),
+                missing_skus: Vec::new(),
+            }]
+        );
+        assert!(decide(&d.state, &input, &StockLevels::new()).is_noop(&d.state));
     }
 
     #[test]

@@ -6,11 +6,17 @@
 //! events, so storage tests can drive a real transaction without a schema
 //! registry; [`InventoryHandler`] adds the emitting.
 
-use tracing::{debug, info};
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use tracing::{debug, info, warn};
 
 use choreo_bus::{Emitter, Handler, HandlerError, Incoming};
 use choreo_events::{
-    AnyEvent, Event, EventMetadata, OrdersEvent, ShipmentsEvent, StockReleased,
+    contract, AnyEvent, Event, EventMetadata, OrdersEvent, ShipmentsEvent, StockReleased,
     StockReservationFailed, StockReserved,
 };
 use choreo_outbox::{Backend, UnitOfWork};
@@ -130,25 +136,45 @@ pub async fn apply(
 pub fn input_of(event: &AnyEvent) -> Result<Option<Input>, HandlerError> {
     Ok(Some(match event {
         AnyEvent::Orders(OrdersEvent::OrderPlaced(placed)) => {
-            if placed.items.is_empty() {
-                return Err(HandlerError::permanent("OrderPlaced has no items"));
-            }
+            // The same contract Order enforced; an event that breaks it
+            // (hand-produced, or from an older producer) fails the step.
+            let violations = contract::check_order(&contract::OrderFields {
+                order_id: &placed.metadata.order_id,
+                customer_id: &placed.customer_id,
+                customer_email: &placed.customer_email,
+                items: &placed.items,
+                total_minor: placed.total_minor,
+                currency: &placed.currency,
+                shipping_address: &placed.shipping_address,
+            });
             let lines = placed
                 .items
                 .iter()
                 .map(Line::parse)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(HandlerError::permanent)?;
-            Input::OrderPlaced(PlacedOrder {
-                lines,
-                customer_id: placed.customer_id.clone(),
-                customer_email: placed.customer_email.clone(),
-                total: Money {
-                    minor: placed.total_minor,
-                    currency: placed.currency.clone(),
-                },
-                shipping_address: placed.shipping_address.clone(),
-            })
+                .collect::<Result<Vec<_>, _>>();
+            match (violations.is_empty(), lines) {
+                (true, Ok(lines)) => Input::OrderPlaced(PlacedOrder {
+                    lines,
+                    customer_id: placed.customer_id.clone(),
+                    customer_email: placed.customer_email.clone(),
+                    total: Money {
+                        minor: placed.total_minor,
+                        currency: placed.currency.clone(),
+                    },
+                    shipping_address: placed.shipping_address.clone(),
+                }),
+                (_, lines) => {
+                    let mut problems = contract::describe(&violations);
+                    if let Err(e) = lines {
+                        if problems.is_empty() {
+                            problems = e.to_string();
+                        }
+                    }
+                    warn!(order_id = ?placed.metadata.order_id, %problems,
+                        "OrderPlaced breaks the field contract; reservation fails");
+                    Input::InvalidOrder { problems }
+                }
+            }
         }
         AnyEvent::Orders(OrdersEvent::OrderConfirmed(_)) => Input::OrderConfirmed,
         AnyEvent::Orders(OrdersEvent::OrderCancelled(cancelled)) => Input::OrderCancelled {

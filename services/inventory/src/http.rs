@@ -77,10 +77,6 @@ impl From<storage::Error> for ApiError {
     }
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::Invalid(BTreeMap::from([(field, message.into())]))
-}
-
 async fn list_stock(State(pool): State<AnyPool>) -> Result<Json<Vec<StockRow>>, ApiError> {
     Ok(Json(storage::list_stock(&pool).await?))
 }
@@ -158,7 +154,9 @@ async fn get_reservation(
     Path(order_id): Path<String>,
 ) -> Result<Json<ReservationView>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no reservation for order `{order_id}`"));
-    let id = OrderId::parse(&order_id).map_err(|e| invalid("order_id", e.to_string()))?;
+    // No reservation exists for an id outside the field contract: 404, like
+    // any unknown order.
+    let id = OrderId::parse(&order_id).map_err(|_| not_found())?;
     let reservation = storage::get_reservation(&pool, &id).await?;
     let status = reservation.status().ok_or_else(not_found)?;
     Ok(Json(ReservationView {

@@ -235,12 +235,20 @@ async fn saga_steps(db: Db) {
         assert_eq!(a + r + c, initial, "{sku}");
     }
 
-    // Invalid data is permanent; nothing is written.
-    let err = try_step(&db, placed("o6", vec![line("A", 0)]).into_any())
+    // Data outside the field contract fails the step at once (the saga
+    // compensates instead of waiting for the deadline); nothing is held and
+    // a redelivery changes nothing.
+    let events = try_step(&db, placed("o6", vec![line("A", 0)]).into_any())
         .await
-        .unwrap_err();
-    assert!(!err.is_retryable(), "{err}");
-    assert_eq!(status(&db, "o6").await, None);
+        .unwrap();
+    let [AnyEvent::Inventory(InventoryEvent::StockReservationFailed(failed))] = events.as_slice()
+    else {
+        panic!("expected StockReservationFailed, got {events:?}");
+    };
+    assert_eq!(failed.reason, reasons::INVALID_DATA);
+    assert_eq!(status(&db, "o6").await, Some(Status::Failed));
+    assert!(step(&db, placed("o6", vec![line("A", 0)])).await.is_empty());
+    assert_eq!(stock(&db, "A").await, (2, 0, 3));
 
     // The HTTP write keeps reserved/committed and creates new SKUs.
     let row = storage::put_stock(db.pool(), &Sku::parse("A").unwrap(), 9)

@@ -8,6 +8,12 @@
 //! `watch` channel that ticks on every status change in this process, for
 //! the HTTP long-poll.
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -16,8 +22,8 @@ use tracing::{info, warn};
 
 use choreo_bus::{Emitter, Handler, HandlerError, Incoming};
 use choreo_events::{
-    AnyEvent, Event, EventMetadata, InventoryEvent, OrderCancelled, OrderConfirmed, OrderPlaced,
-    OrderRequest, PaymentsEvent, PlaceOrder, ShipmentsEvent,
+    contract, AnyEvent, Event, EventMetadata, InventoryEvent, OrderCancelled, OrderConfirmed,
+    OrderPlaced, OrderRequest, PaymentsEvent, PlaceOrder, ShipmentsEvent,
 };
 use choreo_outbox::{Db, UnitOfWork};
 
@@ -32,6 +38,10 @@ pub enum OrderError {
     Invalid(FieldErrors),
     #[error("unknown order {0}")]
     UnknownOrder(String),
+    /// The idempotency key (or order id) was used before for an order with
+    /// another body; the first order stands, the new body is refused.
+    #[error("{what} was already used for order {order_id} with a different body")]
+    KeyReused { what: String, order_id: String },
     /// Another transaction changed the order between our read and write
     /// (only possible if row locks are bypassed); trying again is safe.
     #[error("order {0} changed concurrently")]
@@ -48,7 +58,9 @@ impl OrderError {
     /// True when a later attempt of the same operation may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            OrderError::Invalid(_) | OrderError::UnknownOrder(_) => false,
+            OrderError::Invalid(_) | OrderError::UnknownOrder(_) | OrderError::KeyReused { .. } => {
+                false
+            }
             OrderError::Conflict(_) => true,
             OrderError::Storage(e) => e.is_retryable(),
             OrderError::Transaction(e) => e.is_retryable(),
@@ -60,12 +72,7 @@ impl OrderError {
 /// Mirrors `HandlerError::from(choreo_bus::Error)` without consuming the
 /// error, so HTTP can answer 503 for what the consumer would retry.
 fn bus_error_is_retryable(e: &choreo_bus::Error) -> bool {
-    match e {
-        choreo_bus::Error::Storage(e) => e.is_retryable(),
-        choreo_bus::Error::Codec(e) => e.is_retryable(),
-        choreo_bus::Error::Kafka(_) => true,
-        choreo_bus::Error::Config(_) => false,
-    }
+    e.is_retryable()
 }
 
 impl From<OrderError> for HandlerError {
@@ -191,12 +198,14 @@ impl Orders {
         cmd: PlaceCommand<'_>,
     ) -> Result<Placed, OrderError> {
         let order_id = cmd.order_id.as_str();
+        let request_hash = cmd.draft.fingerprint();
         // Existing first: replaying an old command is a no-op even if the
         // rules have since become stricter.
         if let Some(existing) = self
             .existing(uow, order_id, cmd.idempotency_key.as_deref())
             .await?
         {
+            same_body(&existing, &request_hash, cmd.idempotency_key.as_deref())?;
             if let Some(cause) = &cmd.cause {
                 storage::add_timeline(uow.conn(), &existing.order_id, &cause.timeline_entry())
                     .await?;
@@ -209,6 +218,7 @@ impl Orders {
         let record = OrderRecord {
             order_id: order_id.to_owned(),
             idempotency_key: cmd.idempotency_key.clone(),
+            request_hash: Some(request_hash.clone()),
             status: Status::Pending,
             customer_id: valid.customer_id.clone(),
             customer_email: valid.customer_email.clone(),
@@ -227,7 +237,10 @@ impl Orders {
                 .existing(uow, order_id, cmd.idempotency_key.as_deref())
                 .await?
             {
-                Some(existing) => Ok(Placed::Existing(existing)),
+                Some(existing) => {
+                    same_body(&existing, &request_hash, cmd.idempotency_key.as_deref())?;
+                    Ok(Placed::Existing(existing))
+                }
                 None => Err(OrderError::Conflict(order_id.to_owned())),
             };
         }
@@ -437,11 +450,18 @@ impl Orders {
         cmd: &PlaceOrder,
         consumed: Consumed<'_>,
     ) -> Result<(), OrderError> {
-        let order_id = OrderId::parse(&cmd.metadata.order_id).ok_or_else(|| {
+        let order_id = OrderId::parse(&cmd.metadata.order_id).map_err(|problem| {
             let mut errors = std::collections::BTreeMap::new();
-            errors.insert("order_id".to_owned(), "must not be empty".to_owned());
+            errors.insert("order_id".to_owned(), problem);
             OrderError::Invalid(FieldErrors(errors))
         })?;
+        if let Some(key) = cmd.request_id.as_deref().filter(|k| !k.is_empty()) {
+            if let Err(problem) = contract::check_idempotency_key(key) {
+                let mut errors = std::collections::BTreeMap::new();
+                errors.insert("request_id".to_owned(), problem);
+                return Err(OrderError::Invalid(FieldErrors(errors)));
+            }
+        }
         let draft = OrderDraft {
             customer_id: cmd.customer_id.clone(),
             customer_email: cmd.customer_email.clone(),
@@ -464,6 +484,23 @@ impl Orders {
             self.notify_changed();
         }
         Ok(())
+    }
+}
+
+/// Refuses a replay whose body differs from the one `existing` was placed
+/// with. Orders stored before hashes were kept (`None`) are taken as equal.
+fn same_body(existing: &OrderRecord, hash: &str, key: Option<&str>) -> Result<(), OrderError> {
+    match existing.request_hash.as_deref() {
+        Some(stored) if stored != hash => Err(OrderError::KeyReused {
+            what: match (key, existing.idempotency_key.as_deref()) {
+                (Some(key), Some(stored_key)) if key == stored_key => {
+                    "the idempotency key".to_owned()
+                }
+                _ => "the order id".to_owned(),
+            },
+            order_id: existing.order_id.clone(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -512,6 +549,18 @@ impl Handler for Orders {
         };
         if let AnyEvent::Request(OrderRequest::PlaceOrder(cmd)) = event {
             return Ok(self.handle_place(uow, cmd, consumed).await?);
+        }
+        if let AnyEvent::Request(OrderRequest::CancelOrder(cmd)) = event {
+            // A command from outside: held to the contract like PlaceOrder,
+            // so its reason never reaches a mail or a log unchecked.
+            let mut v = contract::Violations::new();
+            v.check("order_id", contract::check_id(&cmd.metadata.order_id));
+            if let Some(reason) = &cmd.reason {
+                v.check("reason", contract::check_text(reason));
+            }
+            if let Err(violations) = v.into_result() {
+                return Err(OrderError::Invalid(FieldErrors::from(violations)).into());
+            }
         }
         let Some(input) = input_of(event) else {
             // Not on a topic we subscribe to; nothing to undo, nothing to do.

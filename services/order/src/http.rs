@@ -4,6 +4,12 @@
 //! one message per field). Requests that change state run in one unit of
 //! work, so the outbox guarantee covers them as it covers consumed events.
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -19,7 +25,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::error;
 
-use choreo_events::{Address, OrderLine};
+use choreo_events::{contract, Address, OrderLine};
 
 use crate::domain::{DraftAddress, DraftLine, FieldErrors, Input, OrderDraft, OrderId, Status};
 use crate::handlers::{Cause, OrderError, Orders, PlaceCommand, Placed};
@@ -41,7 +47,7 @@ const FALLBACK_READ: Duration = Duration::from_secs(1);
 
 pub const DEFAULT_LIST_LIMIT: i64 = 50;
 pub const MAX_LIST_LIMIT: i64 = 500;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = contract::IDEMPOTENCY_KEY_MAX_LEN;
 
 /// The service's routes; [`choreo_bus::Host`] adds the probes.
 pub fn router(orders: Orders) -> Router {
@@ -58,6 +64,8 @@ pub enum ApiError {
     BadRequest(String),
     UnsupportedMediaType(String),
     InvalidOrder(FieldErrors),
+    /// The Idempotency-Key was used for order `.0` with another body.
+    KeyReused(String),
     Unprocessable(String),
     NotFound(String),
     Conflict(String),
@@ -71,6 +79,17 @@ impl IntoResponse for ApiError {
             ApiError::InvalidOrder(fields) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({"error": "invalid order", "fields": fields.0}),
+            ),
+            ApiError::KeyReused(order_id) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({
+                    "error": format!(
+                        "Idempotency-Key was already used for order {order_id} with a different \
+                         body; use a new key for a new order"
+                    ),
+                    "order_id": order_id,
+                    "fields": {"Idempotency-Key": "already used with a different body"},
+                }),
             ),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
             ApiError::UnsupportedMediaType(m) => {
@@ -104,6 +123,7 @@ impl From<OrderError> for ApiError {
         match e {
             OrderError::Invalid(fields) => ApiError::InvalidOrder(fields),
             OrderError::UnknownOrder(id) => ApiError::NotFound(format!("order {id} not found")),
+            OrderError::KeyReused { order_id, .. } => ApiError::KeyReused(order_id),
             OrderError::Conflict(id) => {
                 ApiError::Conflict(format!("order {id} changed concurrently; try again"))
             }
@@ -217,7 +237,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .filter(|k| contract::check_idempotency_key(k).is_ok())
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"

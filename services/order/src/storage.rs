@@ -8,6 +8,12 @@
 //! replicas on one PostgreSQL database, two of them deciding on the same
 //! order cannot both win.
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use choreo_events::{Address, OrderLine};
 use choreo_outbox::sqlx::any::AnyRow;
 use choreo_outbox::sqlx::{self, AnyConnection, Row};
@@ -50,6 +56,9 @@ fn sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
 pub struct OrderRecord {
     pub order_id: String,
     pub idempotency_key: Option<String>,
+    /// SHA-256 of the canonical request body ([`crate::domain::OrderDraft::fingerprint`]);
+    /// `None` for orders placed before it was recorded.
+    pub request_hash: Option<String>,
     pub status: Status,
     pub customer_id: String,
     pub customer_email: String,
@@ -100,7 +109,7 @@ pub struct OrderSummary {
 
 const ORDER_COLUMNS: &str = "order_id, idempotency_key, status, reason, customer_id, \
      customer_email, items, total_minor, currency, shipping_address, created_at, updated_at, \
-     deadline_at";
+     deadline_at, request_hash";
 
 fn status_of(row: &AnyRow, order_id: &str) -> Result<Status> {
     let name: String = row.try_get("status").map_err(sql("reading status"))?;
@@ -131,6 +140,7 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord> {
         idempotency_key: row
             .try_get("idempotency_key")
             .map_err(sql("idempotency_key"))?,
+        request_hash: row.try_get("request_hash").map_err(sql("request_hash"))?,
         status: status_of(row, &order_id)?,
         customer_id: get_text("customer_id")?,
         customer_email: get_text("customer_email")?,
@@ -198,12 +208,18 @@ pub async fn find_by_key(conn: &mut AnyConnection, key: &str) -> Result<Option<O
 /// idempotency key is already taken (on PostgreSQL after waiting for a
 /// concurrent insert of the same key to commit or roll back).
 pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<bool> {
-    let items = serde_json::to_string(&order.items).expect("order lines serialize to JSON");
+    let items = serde_json::to_string(&order.items).map_err(|e| StorageError::Corrupt {
+        order_id: order.order_id.clone(),
+        what: format!("items: {e}"),
+    })?;
     let address =
-        serde_json::to_string(&order.shipping_address).expect("an address serializes to JSON");
+        serde_json::to_string(&order.shipping_address).map_err(|e| StorageError::Corrupt {
+            order_id: order.order_id.clone(),
+            what: format!("shipping_address: {e}"),
+        })?;
     let query = format!(
         "INSERT INTO orders ({ORDER_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT DO NOTHING"
     );
     let inserted = sqlx::query(&query)
@@ -220,6 +236,7 @@ pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<boo
         .bind(order.created_at)
         .bind(order.updated_at)
         .bind(order.deadline_at)
+        .bind(&order.request_hash)
         .execute(conn)
         .await
         .map_err(sql("inserting an order"))?

@@ -9,6 +9,12 @@
 //! | none     | `OrderCancelled`     | VOID (a later `ShipmentManifested` charges nothing) |
 //! | any other combination  | | nothing                                       |
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use std::fmt;
 
 use choreo_events::reasons;
@@ -37,18 +43,11 @@ macro_rules! id_newtype {
         pub struct $name(String);
 
         impl $name {
-            /// Non-empty, at most 200 characters, no control characters.
+            /// An id by the shared [field contract](choreo_events::contract::check_id).
             pub fn parse(value: impl Into<String>) -> Result<Self, Invalid> {
                 let value = value.into();
-                if value.trim().is_empty() {
-                    return Err(Invalid::new($field, "must not be empty"));
-                }
-                if value.chars().count() > 200 {
-                    return Err(Invalid::new($field, "must be at most 200 characters"));
-                }
-                if value.chars().any(char::is_control) {
-                    return Err(Invalid::new($field, "must not contain control characters"));
-                }
+                choreo_events::contract::check_id(&value)
+                    .map_err(|problem| Invalid::new($field, problem))?;
                 Ok(Self(value))
             }
 
@@ -81,20 +80,17 @@ id_newtype!(
     "payment_id"
 );
 
-/// ISO 4217-shaped currency code: three ASCII capital letters.
+/// An ISO 4217 currency code from the shared list
+/// ([`contract::ISO_4217`](choreo_events::contract::ISO_4217)), the same
+/// list Order accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Currency(String);
 
 impl Currency {
     pub fn parse(code: &str) -> Result<Self, Invalid> {
-        if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
-            Ok(Self(code.to_owned()))
-        } else {
-            Err(Invalid::new(
-                "currency",
-                format!("must be three capital letters (ISO 4217), got {code:?}"),
-            ))
-        }
+        choreo_events::contract::check_currency(code)
+            .map(|()| Self(code.to_owned()))
+            .map_err(|problem| Invalid::new("currency", problem))
     }
 
     pub fn as_str(&self) -> &str {

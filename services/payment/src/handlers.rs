@@ -3,13 +3,19 @@
 //! [`domain::decide`], write the new state and the balance movement, and
 //! emit the resulting events through the outbox — all in one transaction.
 
+// Outside data must never panic a handler; tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 use choreo_bus::{Emitter, Handler, HandlerError, Incoming};
 use choreo_events::{
-    AnyEvent, EventMetadata, OrdersEvent, PaymentCompleted, PaymentFailed, PaymentRefunded,
-    ShipmentsEvent,
+    contract, reasons, AnyEvent, EventMetadata, OrdersEvent, PaymentCompleted, PaymentFailed,
+    PaymentRefunded, ShipmentsEvent,
 };
 use choreo_outbox::{Backend, UnitOfWork};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::SERVICE;
 use crate::domain::{self, CustomerId, Emit, Input, Ledger, Money, OrderId, PaymentId};
@@ -50,29 +56,84 @@ enum Trigger {
         customer_id: CustomerId,
         amount: Money,
     },
+    /// A charge request whose data breaks the field contract: nothing can
+    /// be charged, so the payment fails at once (`PaymentFailed`
+    /// `INVALID_DATA`) and the saga compensates, instead of the event
+    /// sitting in the DLQ while the order waits for its deadline.
+    Refuse {
+        violations: String,
+    },
     Cancel {
         reason: String,
     },
 }
 
-fn trigger(event: &AnyEvent) -> Result<Option<Trigger>, HandlerError> {
-    let invalid = |e: domain::Invalid| HandlerError::permanent(format!("invalid event: {e}"));
-    Ok(match event {
-        AnyEvent::Shipments(ShipmentsEvent::ShipmentManifested(e)) => Some(Trigger::Charge {
-            customer_id: CustomerId::parse(e.customer_id.clone()).map_err(invalid)?,
-            amount: Money::new("amount_minor", e.amount_minor, &e.currency).map_err(invalid)?,
-        }),
+fn trigger(event: &AnyEvent) -> Option<Trigger> {
+    match event {
+        AnyEvent::Shipments(ShipmentsEvent::ShipmentManifested(e)) => {
+            let mut v = contract::Violations::new();
+            v.check("amount_minor", contract::check_money(e.amount_minor));
+            let customer_id = CustomerId::parse(e.customer_id.clone());
+            let amount = Money::new("amount_minor", e.amount_minor, &e.currency);
+            if let Err(e) = &customer_id {
+                v.add(e.field, e.message.clone());
+            }
+            if let Err(e) = &amount {
+                v.add(e.field, e.message.clone());
+            }
+            Some(match (v.into_result(), customer_id, amount) {
+                (Ok(()), Ok(customer_id), Ok(amount)) => Trigger::Charge {
+                    customer_id,
+                    amount,
+                },
+                (violations, _, _) => Trigger::Refuse {
+                    violations: violations
+                        .err()
+                        .map(|v| contract::describe(&v))
+                        .unwrap_or_default(),
+                },
+            })
+        }
         AnyEvent::Orders(OrdersEvent::OrderCancelled(e)) => Some(Trigger::Cancel {
             reason: e.reason.clone(),
         }),
         _ => None,
-    })
+    }
+}
+
+impl PaymentHandler {
+    /// Fails the payment of an order whose charge request breaks the
+    /// contract: records it as VOID (a later `ShipmentManifested` charges
+    /// nothing, a later `OrderCancelled` has nothing to undo) and emits
+    /// `PaymentFailed(INVALID_DATA)`. Nothing is charged.
+    async fn refuse(
+        &self,
+        uow: &mut UnitOfWork<'_>,
+        event: &AnyEvent,
+        order_id: &OrderId,
+        current: &domain::PaymentState,
+        violations: &str,
+    ) -> Result<(), HandlerError> {
+        if *current != domain::PaymentState::None {
+            info!(%order_id, status = current.status(),
+                "invalid charge request for a settled payment; nothing to do");
+            return Ok(());
+        }
+        warn!(%order_id, violations, "charge request breaks the field contract; payment failed");
+        storage::save_payment(uow.conn(), order_id, current, &domain::PaymentState::Void).await?;
+        let failed = PaymentFailed {
+            metadata: EventMetadata::caused_by(event.metadata(), SERVICE),
+            reason: reasons::INVALID_DATA.to_owned(),
+        };
+        self.emitter.emit(uow, &failed).await?;
+        Ok(())
+    }
 }
 
 impl Handler for PaymentHandler {
     async fn handle(&self, uow: &mut UnitOfWork<'_>, msg: &Incoming) -> Result<(), HandlerError> {
         let event = &msg.event;
-        let Some(trigger) = trigger(event)? else {
+        let Some(trigger) = trigger(event) else {
             debug!(event_type = event.event_type(), "not for payment; ignored");
             return Ok(());
         };
@@ -80,6 +141,11 @@ impl Handler for PaymentHandler {
             .map_err(|e| HandlerError::permanent(format!("invalid event: {e}")))?;
 
         let current = storage::lock_payment(uow.conn(), self.backend, &order_id).await?;
+        if let Trigger::Refuse { violations } = &trigger {
+            return self
+                .refuse(uow, event, &order_id, &current, violations)
+                .await;
+        }
         let input = match trigger {
             Trigger::Charge {
                 customer_id,
@@ -98,10 +164,12 @@ impl Handler for PaymentHandler {
                     amount,
                     account,
                     payment_id: PaymentId::parse(uuid::Uuid::new_v4().to_string())
-                        .expect("a uuid is a valid payment id"),
+                        .map_err(|e| HandlerError::permanent(format!("payment id: {e}")))?,
                 }
             }
             Trigger::Cancel { reason } => Input::OrderCancelled { reason },
+            // Handled above.
+            Trigger::Refuse { .. } => return Ok(()),
         };
 
         let decision = domain::decide(&current, &input);

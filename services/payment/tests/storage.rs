@@ -7,7 +7,6 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use choreo_bus::HandlerError;
 use choreo_events::{reasons, AnyEvent, OrderCancelled, PaymentsEvent, ShipmentManifested};
 use choreo_outbox::Db;
 use choreo_payment::domain::{Account, CustomerId, Money, OrderId, PaymentState};
@@ -116,12 +115,17 @@ async fn saga_steps(kind: Kind) {
     assert_eq!(balance(&db, "bob").await, 5);
     assert_eq!(payment(&db, "o3").await.status(), Some("FAILED"));
 
-    // Data that can never be charged goes to the DLQ, with no effect.
-    let err = deliver(&db, &handler, manifested("o6", "alice", -1))
+    // Data outside the field contract can never be charged: the payment
+    // fails at once (PaymentFailed INVALID_DATA, so the saga compensates),
+    // nothing is charged, and a redelivery changes nothing.
+    deliver(&db, &handler, manifested("o6", "alice", -1))
         .await
-        .unwrap_err();
-    assert!(matches!(err, HandlerError::Permanent(_)), "{err}");
-    assert_eq!(payment(&db, "o6").await, PaymentState::None);
+        .unwrap();
+    assert_eq!(payment(&db, "o6").await, PaymentState::Void);
+    deliver(&db, &handler, manifested("o6", "alice", -1))
+        .await
+        .unwrap();
+    assert_eq!(balance(&db, "alice").await, 1000);
 
     // The outbox holds exactly the events the table promises, in order.
     let events = outbox(&db, &registry).await;
@@ -154,6 +158,7 @@ async fn saga_steps(kind: Kind) {
             "o3:failed:CUSTOMER_BLOCKED",
             "o4:failed:INSUFFICIENT_FUNDS",
             "o5:failed:INSUFFICIENT_FUNDS",
+            "o6:failed:INVALID_DATA",
         ]
     );
     assert!(events
