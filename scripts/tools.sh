@@ -64,8 +64,15 @@ install_kafka() {
   say "fetching Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS"
   local tmp="$KAFKA_LIBS.new"
   rm -rf "$tmp"
-  mvn -B -q -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$tmp"
+  # Maven's output is shown only when it fails (on success it is a screen
+  # of download lines and terminal escapes).
+  local log="$TOOLS_DIR/kafka-$KAFKA_VERSION.mvn.log"
+  if ! mvn -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$tmp" >"$log" 2>&1; then
+    cat "$log" >&2
+    say "fetching Kafka's jars failed (log above, kept in $log)"
+    exit 1
+  fi
   # Maven writes its build folder beside the pom; nothing of it is needed.
   rm -rf deploy/kafka/target
   rm -rf "$KAFKA_LIBS" && mv "$tmp" "$KAFKA_LIBS"

@@ -293,7 +293,7 @@ impl<H: Handler> Consumer<H> {
                     warn!(
                         service = %self.spec.service,
                         topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
-                        attempts, %reason, "retryable failure; retrying in place"
+                        attempts, ?reason, "retryable failure; retrying in place"
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -354,7 +354,7 @@ impl<H: Handler> Consumer<H> {
             .increment(1);
         debug!(
             service = %self.spec.service,
-            event_id = %incoming.event.metadata().event_id,
+            event_id = ?incoming.event.metadata().event_id,
             topic = %incoming.topic, offset = incoming.offset,
             "duplicate event; no effect"
         );
@@ -374,7 +374,7 @@ impl<H: Handler> Consumer<H> {
             partition = incoming.partition,
             offset = incoming.offset,
             event_type = incoming.event.event_type(),
-            order_id = %incoming.event.metadata().order_id,
+            order_id = ?incoming.event.metadata().order_id,
             trace_id = %trace_ctx.trace_id,
         );
         // A panicking handler is the message's permanent error: caught here,
@@ -500,7 +500,7 @@ impl<H: Handler> Consumer<H> {
         error!(
             service = %self.spec.service,
             topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
-            %reason, "permanent failure; sending to {}", self.dlq_topic
+            ?reason, "permanent failure; sending to {}", self.dlq_topic
         );
         let mut letter = DeadLetter {
             key: msg.key().map(<[u8]>::to_vec),
@@ -542,7 +542,7 @@ impl<H: Handler> Consumer<H> {
                     error!(
                         service = %self.spec.service,
                         topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
-                        %reason, error = %e,
+                        ?reason, error = %e,
                         "{} refuses even a reference to this message; moving on without a dead letter",
                         self.dlq_topic
                     );

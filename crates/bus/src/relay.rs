@@ -334,7 +334,7 @@ impl Relay {
     async fn set_aside(&self, p: &Poison<'_>) -> crate::Result<SetAside> {
         let row = p.row;
         error!(
-            service = %self.service, seq = row.seq, topic = %row.topic, key = %row.key,
+            service = %self.service, seq = row.seq, topic = %row.topic, key = ?row.key,
             reason = %p.reason, "outbox row can never be published; setting it aside to {}",
             self.dlq_topic
         );

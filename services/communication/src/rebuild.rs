@@ -119,7 +119,7 @@ pub async fn apply(db: &Db, event: &AnyEvent) -> anyhow::Result<bool> {
     let replica = match replica_from(placed) {
         Ok(replica) => replica,
         Err(e) => {
-            warn!(order_id = %placed.metadata.order_id, error = %e, "invalid OrderPlaced skipped");
+            warn!(order_id = ?placed.metadata.order_id, error = %e, "invalid OrderPlaced skipped");
             return Ok(false);
         }
     };
