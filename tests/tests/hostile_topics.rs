@@ -2,13 +2,16 @@
 //! are not UTF-8, not Confluent-Avro, an unknown schema id, an empty value,
 //! a tombstone, a key full of escape sequences, and values at the size
 //! limit. Whatever arrives, every consumer dead-letters what it cannot
-//! read, its group catches up (nothing stalls), and an order placed right
-//! after completes within 10 s.
+//! read, its group catches up (nothing stalls), an order placed right
+//! after completes within 10 s, and `choreo reconcile` finds every
+//! invariant intact.
 
 use std::time::{Duration, Instant};
 
+use choreo_cli::reconcile::{self, Endpoints, Reconciler};
+use choreo_cli::Connection;
 use choreo_testkit::api::{order_body, Api};
-use choreo_testkit::{eventually, topics, TestStack};
+use choreo_testkit::{eventually, repo_root, topics, TestStack};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// The producer's `message.max.bytes` (librdkafka's default, which the
@@ -139,6 +142,39 @@ async fn hostile_messages_on_every_consumed_topic_never_stall_the_saga() -> anyh
             }
         }
     }
+    // The invariants hold, with exactly the dead letters above and no more.
+    let expected_dlq: usize = choreo_events::CONSUMERS
+        .iter()
+        .flat_map(|(_, topics)| topics.iter())
+        .map(|t| hostile(t).len())
+        .sum();
+    let seeds = repo_root().join("deploy/seed");
+    let report = Reconciler::new(
+        Connection::new(stack.brokers(), stack.registry_url()),
+        Endpoints {
+            order: stack.service_url("order"),
+            inventory: stack.service_url("inventory"),
+            payment: stack.service_url("payment"),
+            courier: stack.service_url("courier"),
+            communication: stack.service_url("communication"),
+        },
+    )
+    .initial_stock(reconcile::load_stock(&seeds.join("stock.json"))?)
+    .initial_balances(reconcile::load_balances(&seeds.join("accounts.json"))?)
+    .mail_dir(stack.service_data_dir("communication").join("mail"))
+    .expect_dlq(expected_dlq)
+    .run_settled(
+        Duration::from_secs(60),
+        &mut choreo_cli::output::Progress::hidden(),
+    )
+    .await?;
+    assert!(
+        report.is_clean(),
+        "{} violations: {:?}",
+        report.violations.len(),
+        report.violations
+    );
+
     // Every service is still up and ready.
     for service in choreo_events::SERVICES {
         let url = format!("{}/readyz", stack.service_url(service));
