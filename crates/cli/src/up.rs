@@ -95,9 +95,9 @@ fn print_endpoints(stack: &Stack, took: std::time::Duration) {
         c.data_dir.display()
     );
     println!(
-        "  broker (Apache Kafka {}) {}",
-        choreo_stack::broker::KAFKA_VERSION,
-        stack.brokers()
+        "  broker               {} (Apache Kafka {})",
+        stack.brokers(),
+        choreo_stack::broker::KAFKA_VERSION
     );
     println!(
         "  broker log           {}",
