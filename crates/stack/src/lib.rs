@@ -49,6 +49,12 @@ pub enum Error {
     MissingKafka(PathBuf),
     #[error("{0}; is a stack already running? (stop it first, or use other ports)")]
     PortInUse(ports::Taken),
+    #[error("port {port} of {what} is held by {holder}, not by the {what} this stack started (another process bound it first)")]
+    PortStolen {
+        what: String,
+        port: u16,
+        holder: String,
+    },
     #[error("{0} did not become ready within {1:?}")]
     NotReady(String, Duration),
     #[error("kafka: {0}")]
@@ -123,10 +129,26 @@ impl Stack {
         for name in &names {
             if stack.config.supervise {
                 stack.wait_service_ready_supervised(name, 0).await?;
-            } else {
-                stack.wait_service_ready(name, 0).await?;
+            } else if let Err(e) = stack.wait_service_ready(name, 0).await {
+                // A service that could not bind its port exits at once; say
+                // so when another process holds the port.
+                let port = stack.config.ports.service(name).unwrap_or(0);
+                let own = stack
+                    .services
+                    .get(name)
+                    .and_then(|r| r.first())
+                    .and_then(Child::pid);
+                return Err(match ports::holder_pid(port) {
+                    Some(holder) if Some(holder) != own => Error::PortStolen {
+                        what: name.clone(),
+                        port,
+                        holder: ports::holder(port).unwrap_or_else(|| format!("pid {holder}")),
+                    },
+                    _ => e,
+                });
             }
         }
+        stack.verify_ports()?;
         Ok(stack)
     }
 
@@ -301,6 +323,49 @@ impl Stack {
         let url = format!("{}/readyz", self.replica_url(name, index));
         let child = self.services.get_mut(name).and_then(|r| r.get_mut(index));
         wait_http(name, &url, Instant::now() + Duration::from_secs(60), child).await
+    }
+
+    /// Checks that each port answers from the process this stack started:
+    /// ports are chosen free before the children bind them, so another
+    /// process (a stack started beside this one) can take one in between,
+    /// and its answers would then pass for this stack's readiness.
+    pub fn verify_ports(&self) -> Result<()> {
+        let mut owned: Vec<(String, u16, Option<u32>)> = Vec::new();
+        if let Some(broker) = &self.broker {
+            owned.push(("broker".into(), self.config.ports.broker, broker.pid()));
+        }
+        if let Some(registry) = &self.registry {
+            owned.push((
+                "registry".into(),
+                self.config.ports.registry,
+                registry.pid(),
+            ));
+        }
+        for (name, replicas) in &self.services {
+            for (index, child) in replicas.iter().enumerate() {
+                let base = self.config.ports.service(name).unwrap_or(0);
+                owned.push((
+                    child.name().to_owned(),
+                    replica_port(base, index),
+                    child.pid(),
+                ));
+            }
+        }
+        for (what, port, pid) in owned {
+            let holder = ports::holder_pid(port);
+            // Unknown holder (another user's process hides its fds): only a
+            // known, different pid is proof of a stolen port.
+            if let (Some(holder), Some(pid)) = (holder, pid) {
+                if holder != pid {
+                    return Err(Error::PortStolen {
+                        what,
+                        port,
+                        holder: ports::holder(port).unwrap_or_else(|| format!("pid {holder}")),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Like [`Stack::wait_service_ready`], but a replica that exits while

@@ -45,6 +45,15 @@ pub fn first_taken(ports: &[(&'static str, u16)]) -> Option<Taken> {
 
 /// `name (pid N)` of the process listening on `port`, from `/proc`.
 pub fn holder(port: u16) -> Option<String> {
+    let pid = holder_pid(port)?;
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    Some(format!("{name} (pid {pid})"))
+}
+
+/// The pid of the process listening on `port`, from `/proc`.
+pub fn holder_pid(port: u16) -> Option<u32> {
     let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
@@ -70,10 +79,7 @@ pub fn holder(port: u16) -> Option<String> {
                 continue;
             };
             if targets.iter().any(|t| link.as_os_str() == t.as_str()) {
-                let name = std::fs::read_to_string(proc_entry.path().join("comm"))
-                    .map(|c| c.trim().to_owned())
-                    .unwrap_or_else(|_| "?".into());
-                return Some(format!("{name} (pid {pid})"));
+                return Some(pid);
             }
         }
     }

@@ -64,7 +64,12 @@ impl Api {
             .send()
             .await?;
         let status = r.status();
-        let v: Value = r.json().await?;
+        // Read the text first, so an answer that is not JSON still says
+        // what it was.
+        let text = r.text().await?;
+        let v: Value = serde_json::from_str(&text).with_context(|| {
+            format!("POST /orders answered {status} with a body that is not JSON: {text:?}")
+        })?;
         if status.as_u16() != 202 {
             bail!("POST /orders answered {status}: {v}");
         }

@@ -93,42 +93,63 @@ impl TestStackBuilder {
         self
     }
 
+    /// Starts the stack on free ports in a fresh folder. Ports are free
+    /// when chosen but another test's stack can bind one before this
+    /// stack's child does; the stack then refuses to start
+    /// ([`choreo_stack::Error::PortInUse`] or `PortStolen`) and this tries
+    /// again on other ports, a few times.
     pub async fn start(self) -> anyhow::Result<TestStack> {
         choreo_telemetry::init_logging("warn", false);
-        let dir = tempfile::Builder::new().prefix("choreo-e2e-").tempdir()?;
-        let config = StackConfig {
-            data_dir: dir.path().to_owned(),
-            bin_dir: bin_dir(),
-            java: choreo_stack::broker::default_java(),
-            kafka_libs: choreo_stack::config::default_kafka_libs(),
-            ports: Ports::free()?,
-            services: self.services,
-            database_urls: self.database_urls,
-            service_env: self.service_env,
-            common_env: self.common_env,
-            log: LogSink::Files,
-            supervise: false,
-        };
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let dir = tempfile::Builder::new().prefix("choreo-e2e-").tempdir()?;
+            let config = self.config(dir.path(), Ports::free()?);
+            let logs = dir.path().join("logs");
+            match Stack::start(config).await {
+                Ok(stack) => {
+                    return Ok(TestStack {
+                        stack: Some(stack),
+                        dir,
+                    })
+                }
+                Err(
+                    e
+                    @ (choreo_stack::Error::PortInUse(_) | choreo_stack::Error::PortStolen { .. }),
+                ) if attempt < ATTEMPTS => {
+                    eprintln!("test stack attempt {attempt}: {e}; trying other ports");
+                }
+                Err(e) => {
+                    print_log_tails(&logs);
+                    return Err(e).context("starting the test stack");
+                }
+            }
+        }
+        anyhow::bail!("no free ports for a test stack after {ATTEMPTS} attempts")
+    }
+
+    fn config(&self, data_dir: &Path, ports: Ports) -> StackConfig {
         let seeds = repo_root().join("deploy/seed");
-        let mut config = config;
-        config.common_env.push((
+        let mut common_env = self.common_env.clone();
+        common_env.push((
             "CHOREO_STOCK_SEED_FILE".into(),
             seeds.join("stock.json").display().to_string(),
         ));
-        config.common_env.push((
+        common_env.push((
             "CHOREO_ACCOUNTS_SEED_FILE".into(),
             seeds.join("accounts.json").display().to_string(),
         ));
-        let logs = dir.path().join("logs");
-        match Stack::start(config).await {
-            Ok(stack) => Ok(TestStack {
-                stack: Some(stack),
-                dir,
-            }),
-            Err(e) => {
-                print_log_tails(&logs);
-                Err(e).context("starting the test stack")
-            }
+        StackConfig {
+            data_dir: data_dir.to_owned(),
+            bin_dir: bin_dir(),
+            java: choreo_stack::broker::default_java(),
+            kafka_libs: choreo_stack::config::default_kafka_libs(),
+            ports,
+            services: self.services.clone(),
+            database_urls: self.database_urls.clone(),
+            service_env: self.service_env.clone(),
+            common_env,
+            log: LogSink::Files,
+            supervise: false,
         }
     }
 }
