@@ -8,15 +8,16 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use choreo_cli::reconcile::{load_balances, load_stock, Endpoints, Reconciler, Report};
-use choreo_cli::Connection;
+use choreo_cli::reconcile::{Reconciler, Report};
 use choreo_events::AnyEvent;
 use choreo_testkit::api::{order_body, Api};
 use choreo_testkit::load::{self, LoadSpec, Placed};
-use choreo_testkit::{eventually, repo_root, topics, TestStack};
+use choreo_testkit::{eventually, topics, TestStack};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
+
+mod common;
 
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -30,21 +31,7 @@ fn fault_stack() -> choreo_testkit::TestStackBuilder {
 }
 
 fn reconciler(stack: &TestStack, expect_dlq: usize) -> anyhow::Result<Reconciler> {
-    let seeds = repo_root().join("deploy/seed");
-    Ok(Reconciler::new(
-        Connection::new(stack.brokers(), stack.registry_url()),
-        Endpoints {
-            order: stack.service_url("order"),
-            inventory: stack.service_url("inventory"),
-            payment: stack.service_url("payment"),
-            courier: stack.service_url("courier"),
-            communication: stack.service_url("communication"),
-        },
-    )
-    .initial_stock(load_stock(&seeds.join("stock.json"))?)
-    .initial_balances(load_balances(&seeds.join("accounts.json"))?)
-    .mail_dir(stack.service_data_dir("communication").join("mail"))
-    .expect_dlq(expect_dlq))
+    Ok(common::reconciler(stack)?.expect_dlq(expect_dlq))
 }
 
 /// Runs the checker until it is clean (the saga settles asynchronously) and

@@ -12,16 +12,18 @@ use std::time::Duration;
 use choreo_bus::Codec;
 use choreo_cli::dlq;
 use choreo_cli::output::Progress;
-use choreo_cli::reconcile::{self, Endpoints, Reconciler};
+use choreo_cli::reconcile;
 use choreo_cli::{Connection, Output};
 use choreo_events::{
     reasons, Address, AnyEvent, Event, EventMetadata, OrderConfirmed, OrderLine, OrderPlaced,
     PaymentsEvent, ShipmentManifested,
 };
 use choreo_testkit::api::{order_body, Api};
-use choreo_testkit::{eventually, repo_root, topics, TestStack};
+use choreo_testkit::{eventually, topics, TestStack};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
+
+mod common;
 
 /// How long the order placed after a hostile input may take.
 const NEXT_ORDER: Duration = Duration::from_secs(10);
@@ -543,20 +545,7 @@ async fn the_cli_escapes_what_it_prints_and_reconcile_completes() -> anyhow::Res
 
     let id = next_order_confirms(&api).await?;
     mail_text(&api, &id, "ORDER_CONFIRMED").await?;
-    let seed = repo_root().join("deploy/seed");
-    let reconciler = Reconciler::new(
-        conn(&stack),
-        Endpoints {
-            order: stack.service_url("order"),
-            inventory: stack.service_url("inventory"),
-            payment: stack.service_url("payment"),
-            courier: stack.service_url("courier"),
-            communication: stack.service_url("communication"),
-        },
-    )
-    .initial_stock(reconcile::load_stock(&seed.join("stock.json"))?)
-    .initial_balances(reconcile::load_balances(&seed.join("accounts.json"))?)
-    .mail_dir(stack.service_data_dir("communication").join("mail"));
+    let reconciler = common::reconciler(&stack)?;
     // With the one dead letter expected, every invariant holds.
     let report = reconciler
         .clone()

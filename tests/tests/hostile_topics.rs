@@ -8,11 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use choreo_cli::reconcile::{self, Endpoints, Reconciler};
-use choreo_cli::Connection;
 use choreo_testkit::api::{order_body, Api};
-use choreo_testkit::{eventually, repo_root, topics, TestStack};
+use choreo_testkit::{eventually, topics, TestStack};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+
+mod common;
 
 /// The producer's `message.max.bytes` (librdkafka's default, which the
 /// services use): a value this size with its key and headers is the most
@@ -148,26 +148,13 @@ async fn hostile_messages_on_every_consumed_topic_never_stall_the_saga() -> anyh
         .flat_map(|(_, topics)| topics.iter())
         .map(|t| hostile(t).len())
         .sum();
-    let seeds = repo_root().join("deploy/seed");
-    let report = Reconciler::new(
-        Connection::new(stack.brokers(), stack.registry_url()),
-        Endpoints {
-            order: stack.service_url("order"),
-            inventory: stack.service_url("inventory"),
-            payment: stack.service_url("payment"),
-            courier: stack.service_url("courier"),
-            communication: stack.service_url("communication"),
-        },
-    )
-    .initial_stock(reconcile::load_stock(&seeds.join("stock.json"))?)
-    .initial_balances(reconcile::load_balances(&seeds.join("accounts.json"))?)
-    .mail_dir(stack.service_data_dir("communication").join("mail"))
-    .expect_dlq(expected_dlq)
-    .run_settled(
-        Duration::from_secs(60),
-        &mut choreo_cli::output::Progress::hidden(),
-    )
-    .await?;
+    let report = common::reconciler(&stack)?
+        .expect_dlq(expected_dlq)
+        .run_settled(
+            Duration::from_secs(60),
+            &mut choreo_cli::output::Progress::hidden(),
+        )
+        .await?;
     assert!(
         report.is_clean(),
         "{} violations: {:?}",
