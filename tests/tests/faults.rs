@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use choreo_cli::reconcile::{Reconciler, Report};
+use choreo_cli::reconcile::Report;
 use choreo_events::AnyEvent;
 use choreo_testkit::api::{order_body, Api};
 use choreo_testkit::load::{self, LoadSpec, Placed};
@@ -30,31 +30,10 @@ fn fault_stack() -> choreo_testkit::TestStackBuilder {
         .env("order", "CHOREO_ORDER_DEADLINE_MS", "120000")
 }
 
-fn reconciler(stack: &TestStack, expect_dlq: usize) -> anyhow::Result<Reconciler> {
-    Ok(common::reconciler(stack)?.expect_dlq(expect_dlq))
-}
-
 /// Runs the checker until it is clean (the saga settles asynchronously) and
 /// fails with every violation otherwise.
 async fn assert_invariants(stack: &TestStack, expect_dlq: usize) -> anyhow::Result<Report> {
-    let report = reconciler(stack, expect_dlq)?
-        .run_settled(SETTLE, &mut choreo_cli::output::Progress::hidden())
-        .await?;
-    assert!(
-        report.is_clean(),
-        "{} violations:\n{}",
-        report.violations.len(),
-        report
-            .violations
-            .iter()
-            .map(|v| format!(
-                "{:?} order={:?} subject={:?}: {}",
-                v.check, v.order_id, v.subject, v.detail
-            ))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    Ok(report)
+    common::assert_reconciled(stack, expect_dlq).await
 }
 
 async fn run_load(stack: &TestStack, spec: LoadSpec) -> anyhow::Result<Vec<Placed>> {

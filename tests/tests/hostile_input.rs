@@ -378,6 +378,10 @@ async fn a_newline_in_the_name_does_not_kill_communication() -> anyhow::Result<(
     let next = next_order_confirms(&api).await?;
     mail_text(&api, &next, "ORDER_CONFIRMED").await?;
     assert_eq!(api.notifications(&order_id).await?.len(), 1);
+    // One dead letter, the test's own doing: Inventory refused to reserve
+    // for the injected order (its name breaks the contract) and Order, which
+    // never placed it, dead-letters that answer.
+    common::assert_reconciled(&stack, 1).await?;
     stack.shutdown().await;
     Ok(())
 }
@@ -493,10 +497,13 @@ async fn services_agree_on_what_is_valid() -> anyhow::Result<()> {
     assert_eq!(order["order_id"], odd.as_str());
     let order = api.wait_terminal(&odd, SETTLE).await?;
     assert_eq!(order["status"], "CANCELLED", "{order}");
-    let file_stem = odd.replace('.', "%2E").replace(':', "%3A");
-    mail_text(&api, &file_stem, "ORDER_CANCELLED").await?;
+    mail_text(&api, &odd, "ORDER_CANCELLED").await?;
 
     next_order_confirms(&api).await?;
+    // Three dead letters, all the test's own doing: the command with a
+    // newline in its id, and the ShipmentManifested and PaymentFailed of a
+    // charge for an order Order never placed.
+    common::assert_reconciled(&stack, 3).await?;
     stack.shutdown().await;
     Ok(())
 }
@@ -602,6 +609,7 @@ async fn a_reused_idempotency_key_with_another_body_is_refused() -> anyhow::Resu
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(order["items"][0]["quantity"], 1, "the first body stands");
     next_order_confirms(&api).await?;
+    common::assert_reconciled(&stack, 0).await?;
     stack.shutdown().await;
     Ok(())
 }

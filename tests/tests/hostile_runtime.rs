@@ -23,6 +23,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+
 /// A topic that takes records of at most this many bytes.
 const TINY_LIMIT: usize = 4096;
 
@@ -312,6 +314,9 @@ async fn an_order_placed_behind_a_poison_row_still_completes() -> anyhow::Result
     assert_eq!(copy.key.as_deref(), Some(&b"poison"[..]));
     assert_eq!(copy.header(dlq_headers::ORIGINAL_SIZE), Some("2000000"));
     assert!(copy.payload.as_ref().map_or(0, Vec::len) < 1_000_000);
+    // The poison row is the one dead letter; every invariant holds.
+    common::assert_reconciled(&stack, 1).await?;
+    stack.shutdown().await;
     Ok(())
 }
 
@@ -515,5 +520,41 @@ async fn a_dead_letter_too_large_to_copy_is_truncated_and_the_consumer_goes_on(
     );
     assert!(letter.header(headers::ERROR).is_some());
     assert_eq!(letter.key.as_deref(), Some(order_id.as_bytes()));
+
+    // The cut copy is shown as such and never replayed.
+    let conn = Connection::new(stack.brokers(), stack.registry_url());
+    let mut listed = Vec::new();
+    choreo_cli::dlq::run_list(
+        &conn,
+        Some("inventory"),
+        choreo_cli::Output::plain(),
+        &mut listed,
+        &mut Progress::hidden(),
+    )
+    .await?;
+    let listed = String::from_utf8(listed)?;
+    assert!(
+        listed.contains(&format!("truncated copy of {NEAR_MB} bytes")),
+        "{listed}"
+    );
+    let refused = choreo_cli::dlq::replay(
+        &conn,
+        "inventory",
+        choreo_cli::dlq::Which::Offset(0),
+        &mut Progress::hidden(),
+    )
+    .await
+    .expect_err("a truncated copy is not replayed");
+    assert!(refused.to_string().contains("truncated copy"), "{refused}");
+    let all = choreo_cli::dlq::replay(
+        &conn,
+        "inventory",
+        choreo_cli::dlq::Which::All,
+        &mut Progress::hidden(),
+    )
+    .await?;
+    assert!(all.is_empty(), "{all:?}");
+    let orders = topics::read_all(&stack.brokers(), "orders").await?;
+    assert_eq!(orders.len(), 2, "nothing re-produced");
     Ok(())
 }

@@ -14,10 +14,14 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 mod common;
 
-/// The producer's `message.max.bytes` (librdkafka's default, which the
-/// services use): a value this size with its key and headers is the most
-/// a consumer can be handed.
+/// The services' producer `message.max.bytes` (librdkafka's default): what
+/// every event they publish, dead-letter copies included, must fit in.
 const LIMIT: usize = 1_000_000;
+
+/// The broker's `message.max.bytes` (Kafka's default, 1 MiB + 12): the
+/// largest record batch a topic takes from any producer, so the most a
+/// consumer can ever be handed.
+const BROKER_LIMIT: usize = 1_048_588;
 
 /// `(name, key, value)` of each hostile message for one topic.
 fn hostile(topic: &str) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
@@ -55,7 +59,20 @@ fn hostile(topic: &str) -> Vec<(String, Vec<u8>, Option<Vec<u8>>)> {
             key("near-limit"),
             Some(vec![0x55; LIMIT - 2_000]),
         ),
+        // Over the services' limit, under the broker's: a producer with a
+        // larger `message.max.bytes` can write it; its dead-letter copy
+        // cannot fit and is stored truncated.
+        (
+            "over-limit".into(),
+            key("over-limit"),
+            Some(vec![0x55; LIMIT + 40_000]),
+        ),
     ]
+}
+
+/// Over the broker's limit: no producer gets it onto a topic.
+fn over_broker_limit() -> Vec<u8> {
+    vec![0x55; BROKER_LIMIT + 1_000]
 }
 
 #[tokio::test]
@@ -66,8 +83,11 @@ async fn hostile_messages_on_every_consumed_topic_never_stall_the_saga() -> anyh
         .start()
         .await?;
     let api = Api::new(&stack);
+    // As large a batch as the broker takes, one record per batch.
     let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
         .producer_config()
+        .set("message.max.bytes", (BROKER_LIMIT + 100_000).to_string())
+        .set("linger.ms", "0")
         .create()?;
     let mut consumed: Vec<&str> = choreo_events::CONSUMERS
         .iter()
@@ -87,6 +107,28 @@ async fn hostile_messages_on_every_consumed_topic_never_stall_the_saga() -> anyh
                 .await
                 .map_err(|(e, _)| anyhow::anyhow!("producing {name} to {topic}: {e}"))?;
             sent += 1;
+        }
+    }
+
+    // Over the broker's limit: refused by the broker, so it never reaches a
+    // consumer.
+    for topic in &consumed {
+        let value = over_broker_limit();
+        let refused = producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(topic)
+                    .key(b"hostile-over-broker-limit")
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await;
+        match refused {
+            Err((rdkafka::error::KafkaError::MessageProduction(code), _)) => assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+                "{topic}"
+            ),
+            other => panic!("{topic}: a record over the broker's limit: {other:?}"),
         }
     }
 
@@ -139,6 +181,18 @@ async fn hostile_messages_on_every_consumed_topic_never_stall_the_saga() -> anyh
                     letter.header("choreo.error").is_some_and(|e| !e.is_empty()),
                     "{service} {name}: a reason"
                 );
+                if name == "over-limit" {
+                    assert_eq!(
+                        letter.header(choreo_bus::consumer::dlq_headers::TRUNCATED),
+                        Some("true"),
+                        "{service} {name}"
+                    );
+                    assert_eq!(
+                        letter.header(choreo_bus::consumer::dlq_headers::ORIGINAL_SIZE),
+                        Some((LIMIT + 40_000).to_string().as_str()),
+                        "{service} {name}"
+                    );
+                }
             }
         }
     }
@@ -148,19 +202,7 @@ async fn hostile_messages_on_every_consumed_topic_never_stall_the_saga() -> anyh
         .flat_map(|(_, topics)| topics.iter())
         .map(|t| hostile(t).len())
         .sum();
-    let report = common::reconciler(&stack)?
-        .expect_dlq(expected_dlq)
-        .run_settled(
-            Duration::from_secs(60),
-            &mut choreo_cli::output::Progress::hidden(),
-        )
-        .await?;
-    assert!(
-        report.is_clean(),
-        "{} violations: {:?}",
-        report.violations.len(),
-        report.violations
-    );
+    common::assert_reconciled(&stack, expected_dlq).await?;
 
     // Every service is still up and ready.
     for service in choreo_events::SERVICES {

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use choreo_bus::consumer::dlq_headers;
 use choreo_bus::{headers, KafkaSettings};
 use choreo_events::{dlq_topic, AnyEvent, SERVICES};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -23,8 +24,9 @@ use crate::reader::{list_topics, read_to_end, Record};
 use crate::render::{preview, summary};
 use crate::Connection;
 
-/// Headers the consumer loop adds when dead-lettering; a replay drops them.
-const DLQ_HEADERS: [&str; 8] = [
+/// Headers the consumer loop and the relay add when dead-lettering; a
+/// replay drops them.
+const DLQ_HEADERS: [&str; 13] = [
     headers::ERROR,
     headers::SOURCE_TOPIC,
     headers::SOURCE_PARTITION,
@@ -33,6 +35,11 @@ const DLQ_HEADERS: [&str; 8] = [
     headers::SERVICE,
     headers::FAILED_AT,
     headers::REPLAY,
+    dlq_headers::TRUNCATED,
+    dlq_headers::ORIGINAL_SIZE,
+    dlq_headers::HEADERS_DROPPED,
+    dlq_headers::KEY_DROPPED,
+    dlq_headers::OUTBOX_SEQ,
 ];
 
 #[derive(Clone, Debug, clap::Subcommand)]
@@ -100,6 +107,17 @@ impl DeadLetter {
             decoded: None,
             record,
         }
+    }
+
+    /// The original payload's size when this copy was cut to fit
+    /// (`choreo.truncated`), `None` for a whole copy.
+    pub fn truncated(&self) -> Option<u64> {
+        (self.record.header(dlq_headers::TRUNCATED).as_deref() == Some("true")).then(|| {
+            self.record
+                .header(dlq_headers::ORIGINAL_SIZE)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        })
     }
 
     /// `source-topic/partition/offset` of the original message.
@@ -210,6 +228,7 @@ pub async fn run_list(
                     "failed_at": l.failed_at_ms.map(rfc3339_ms),
                     "age_ms": age,
                     "replay_of": l.record.header(headers::REPLAY),
+                    "truncated_from": l.truncated(),
                     "event_type": l.decoded.as_ref().map(|e| e.event_type()),
                     "event": l.decoded.as_ref().map(|e| e.to_json()),
                     "value": l.value_preview(),
@@ -233,7 +252,15 @@ pub async fn run_list(
                 .header(headers::REPLAY)
                 .map(|r| format!("  (a replay of {})", printable(&r)))
                 .unwrap_or_default();
-            writeln!(out, "    value: {}{replay}", printable(&l.value_preview()))?;
+            let cut = l
+                .truncated()
+                .map(|size| format!("  (truncated copy of {size} bytes; not replayable)"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "    value: {}{replay}{cut}",
+                printable(&l.value_preview())
+            )?;
         }
     }
     if !output.json && letters.is_empty() {
@@ -278,6 +305,27 @@ pub async fn replay(
             Which::Offset(o) => l.record.offset == o,
         })
         .collect();
+    // A truncated copy is not the message that failed: replaying it would
+    // only dead-letter a different, cut message.
+    if let (Which::Offset(_), [letter]) = (which, &chosen[..]) {
+        if let Some(size) = letter.truncated() {
+            bail!(
+                "{} is a truncated copy (the original was {size} bytes); it cannot be replayed. \
+                 The original is at {}",
+                letter.record.position(),
+                letter.source()
+            );
+        }
+    }
+    let (truncated, chosen): (Vec<&DeadLetter>, Vec<&DeadLetter>) =
+        chosen.into_iter().partition(|l| l.truncated().is_some());
+    for l in truncated {
+        tracing::warn!(
+            dead_letter = %l.record.position(),
+            "skipped: a truncated copy cannot be replayed (the original is at {})",
+            l.source()
+        );
+    }
     if let (Which::Offset(o), true) = (which, chosen.is_empty()) {
         let offsets: Vec<String> = letters
             .iter()

@@ -60,7 +60,7 @@ pub enum Check {
     StockConservation,
     /// initial balance ≠ balance + Σ net charges for a customer.
     MoneyConservation,
-    /// A dead letter beyond the expected number.
+    /// A dead letter beyond the expected number, or fewer than expected.
     DeadLetter,
 }
 
@@ -218,7 +218,8 @@ impl Reconciler {
         self
     }
 
-    /// Dead letters that are expected (e.g. a test's poison message).
+    /// How many dead letters are expected (e.g. a test's poison messages):
+    /// fewer or more is a violation.
     pub fn expect_dlq(mut self, n: usize) -> Self {
         self.expect_dlq = n;
         self
@@ -521,8 +522,9 @@ impl Reconciler {
 
         let notifications = self
             .must_get(&format!(
-                "{}/notifications?order_id={id}",
-                base(&self.endpoints.communication)
+                "{}/notifications?order_id={}",
+                base(&self.endpoints.communication),
+                query_value(id)
             ))
             .await?;
         let notifications = notifications.as_array().cloned().unwrap_or_default();
@@ -544,13 +546,15 @@ impl Reconciler {
             ));
         }
         if let Some(dir) = &self.mail_dir {
-            let has = |t: &str| dir.join(format!("{id}.{t}.eml")).is_file();
+            let file = |t: &str| choreo_events::contract::mail_file_name(id, t);
+            let has = |t: &str| dir.join(file(t)).is_file();
             if !has(template) || has(other) {
                 v.push(Violation::order(
                     Check::Mail,
                     id,
                     format!(
-                        "{status}: expected exactly the mail {id}.{template}.eml in {} (found {template}: {}, {other}: {})",
+                        "{status}: expected exactly the mail {} in {} (found {template}: {}, {other}: {})",
+                        file(template),
                         dir.display(),
                         has(template),
                         has(other)
@@ -659,6 +663,18 @@ impl Reconciler {
     ) -> anyhow::Result<()> {
         let letters = dlq::list(&self.conn, None, progress).await?;
         report.dead_letters = letters.len();
+        if letters.len() < self.expect_dlq {
+            report.violations.push(Violation {
+                check: Check::DeadLetter,
+                order_id: None,
+                subject: None,
+                detail: format!(
+                    "expected {} dead letters, found {}",
+                    self.expect_dlq,
+                    letters.len()
+                ),
+            });
+        }
         for l in letters.iter().skip(self.expect_dlq) {
             report.violations.push(Violation {
                 check: Check::DeadLetter,
@@ -780,7 +796,8 @@ pub struct ReconcileArgs {
     /// Communication's mail folder, to check one `.eml` per order.
     #[arg(long)]
     pub mail_dir: Option<PathBuf>,
-    /// Dead letters that are expected; every one beyond is a violation.
+    /// How many dead letters are expected; every one beyond, or one
+    /// missing, is a violation.
     #[arg(long, default_value_t = 0)]
     pub expect_dlq: usize,
     /// Re-check while violations remain, up to this long (the saga is

@@ -138,6 +138,29 @@ pub fn check_id(value: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// An id with every byte outside `[A-Za-z0-9_-]` percent-encoded: safe as
+/// a file name and inside a Message-ID on any filesystem (`.` and `:` are
+/// not), unchanged for UUIDs, and injective, so two ids never share a name.
+/// Communication names its mail files with it; `choreo reconcile` finds
+/// them with it.
+pub fn file_safe_id(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The file a mail of `template` for `order_id` is written to by
+/// Communication's file transport: `<file_safe_id>.<TEMPLATE>.eml`.
+pub fn mail_file_name(order_id: &str, template: &str) -> String {
+    format!("{}.{template}.eml", file_safe_id(order_id))
+}
+
 fn check_length(value: &str, max: usize) -> Result<(), Problem> {
     if value.chars().count() > max {
         return Err(format!("must be at most {max} characters"));

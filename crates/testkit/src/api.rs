@@ -173,7 +173,11 @@ impl Api {
     pub async fn notifications(&self, order_id: &str) -> anyhow::Result<Vec<Value>> {
         let v = get_json(
             &self.http,
-            &format!("{}/notifications?order_id={order_id}", self.communication),
+            &format!(
+                "{}/notifications?order_id={}",
+                self.communication,
+                percent_encoding::utf8_percent_encode(order_id, percent_encoding::NON_ALPHANUMERIC)
+            ),
         )
         .await?;
         Ok(v.as_array().cloned().unwrap_or_default())
@@ -181,6 +185,7 @@ impl Api {
 
     /// Mail files written for an order (file transport).
     pub fn mail_files(&self, order_id: &str) -> Vec<PathBuf> {
+        let stem = format!("{}.", choreo_events::contract::file_safe_id(order_id));
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.mail_dir)
             .map(|d| {
                 d.flatten()
@@ -188,7 +193,7 @@ impl Api {
                     .filter(|p| {
                         p.file_name()
                             .and_then(|n| n.to_str())
-                            .is_some_and(|n| n.starts_with(order_id) && n.ends_with(".eml"))
+                            .is_some_and(|n| n.starts_with(&stem) && n.ends_with(".eml"))
                     })
                     .collect()
             })

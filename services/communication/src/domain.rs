@@ -40,19 +40,10 @@ impl OrderId {
         &self.0
     }
 
-    /// The id with every byte outside `[A-Za-z0-9_-]` percent-encoded: safe
-    /// as a file name and inside a Message-ID, unchanged for UUIDs, and
-    /// injective, so two orders never share a mail file.
+    /// The id as a file name and Message-ID part
+    /// ([`file_safe_id`](choreo_events::contract::file_safe_id)).
     pub fn file_safe(&self) -> String {
-        let mut out = String::with_capacity(self.0.len());
-        for byte in self.0.bytes() {
-            if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
-                out.push(char::from(byte));
-            } else {
-                out.push_str(&format!("%{byte:02X}"));
-            }
-        }
-        out
+        choreo_events::contract::file_safe_id(&self.0)
     }
 }
 
