@@ -380,14 +380,20 @@ async fn race_for_the_last_ten_units() -> anyhow::Result<()> {
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
+            // Every reading must succeed: a watcher that saw nothing would
+            // prove nothing.
             let mut min = i64::MAX;
+            let mut readings = 0_u32;
             while !stop.is_set() {
-                if let Ok(s) = watch_api.stock("LIMITED-9").await {
-                    min = min.min(s["available"].as_i64().unwrap_or(i64::MIN));
-                }
+                let s = watch_api.stock("LIMITED-9").await?;
+                let available = s["available"]
+                    .as_i64()
+                    .ok_or_else(|| anyhow::anyhow!("no `available` in {s}"))?;
+                min = min.min(available);
+                readings += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            min
+            anyhow::Ok((min, readings))
         })
     };
     let ids = futures::future::try_join_all((0..50).map(|_| {
@@ -409,8 +415,9 @@ async fn race_for_the_last_ten_units() -> anyhow::Result<()> {
         }
     }
     stop.set();
-    let min = watcher.await?;
+    let (min, readings) = watcher.await??;
     assert_eq!((confirmed, out_of_stock), (10, 40));
+    assert!(readings >= 10, "the stock was watched: {readings} readings");
     assert!(min >= 0, "stock went below zero: {min}");
     let end = eventually("the stock to settle", SETTLE, || async {
         let s = api.stock("LIMITED-9").await?;

@@ -155,12 +155,6 @@ pub fn file_safe_id(id: &str) -> String {
     out
 }
 
-/// The file a mail of `template` for `order_id` is written to by
-/// Communication's file transport: `<file_safe_id>.<TEMPLATE>.eml`.
-pub fn mail_file_name(order_id: &str, template: &str) -> String {
-    format!("{}.{template}.eml", file_safe_id(order_id))
-}
-
 fn check_length(value: &str, max: usize) -> Result<(), Problem> {
     if value.chars().count() > max {
         return Err(format!("must be at most {max} characters"));

@@ -60,6 +60,8 @@ pub struct BrokerSpec {
     /// The KRaft controller listener.
     pub controller_port: u16,
     pub log: LogSink,
+    /// Pass the runner's environment on (see [`crate::process::command`]).
+    pub inherit_env: bool,
     /// The stack's data folder (the child's own output goes to
     /// `<data_dir>/logs` in tests).
     pub data_dir: PathBuf,
@@ -166,7 +168,7 @@ impl BrokerSpec {
         if self.log_dirs().join("meta.properties").exists() {
             return Ok(());
         }
-        let out = tokio::process::Command::new(&self.java)
+        let out = crate::process::command(&self.java, self.inherit_env)
             .args(self.jvm_args("-Xmx256m"))
             .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
             .arg("--cluster-id")
@@ -207,7 +209,7 @@ impl BrokerSpec {
 
     async fn spawn(&self) -> Result<Child> {
         self.prepare().await?;
-        let mut cmd = tokio::process::Command::new(&self.java);
+        let mut cmd = crate::process::command(&self.java, self.inherit_env);
         cmd.current_dir(&self.dir)
             .args(self.jvm_args(HEAP))
             .arg("kafka.Kafka")

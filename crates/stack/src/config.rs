@@ -121,6 +121,10 @@ pub struct StackConfig {
     /// Tests leave it off: they kill and restart services on purpose and
     /// must see a crash, not have it papered over.
     pub supervise: bool,
+    /// Children get the runner's environment (`choreo up`: a user's
+    /// `CHOREO_*` settings reach the services) or start from an empty one
+    /// plus what the stack sets (tests; see [`crate::process::command`]).
+    pub inherit_env: bool,
 }
 
 impl StackConfig {
@@ -163,6 +167,7 @@ impl StackConfig {
             common_env,
             log: LogSink::Prefixed,
             supervise: true,
+            inherit_env: true,
         }
     }
 

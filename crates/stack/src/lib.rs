@@ -201,6 +201,7 @@ impl Stack {
             port: self.config.ports.broker,
             controller_port: self.config.ports.controller,
             log: self.config.log.clone(),
+            inherit_env: self.config.inherit_env,
             data_dir: self.config.data_dir.clone(),
         }
     }
@@ -234,7 +235,7 @@ impl Stack {
 
     pub async fn start_registry(&mut self) -> Result<()> {
         let bin = self.config.bin("choreo-registry")?;
-        let mut cmd = tokio::process::Command::new(bin);
+        let mut cmd = process::command(bin, self.config.inherit_env);
         cmd.env(
             "CHOREO_REGISTRY_LISTEN",
             format!("127.0.0.1:{}", self.config.ports.registry),
@@ -302,7 +303,7 @@ impl Stack {
 
     fn spawn_replica(&mut self, name: &str, index: usize) -> Result<()> {
         let bin = self.config.bin(&format!("choreo-{name}"))?;
-        let mut cmd = tokio::process::Command::new(bin);
+        let mut cmd = process::command(bin, self.config.inherit_env);
         cmd.envs(self.service_env(name, index)?);
         let label = if index == 0 {
             name.to_owned()

@@ -15,6 +15,38 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::config::LogSink;
 use crate::{Error, Result};
 
+/// What a child keeps of the runner's environment when the stack is
+/// hermetic: where programs and temporary files are, the locale, and the
+/// log and backtrace switches — nothing that changes what a child does.
+pub const PASSED_THROUGH: [&str; 7] = [
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
+/// A command for a child of the stack. `inherit_env` (`choreo up`) passes
+/// the runner's environment on, so a user's `CHOREO_*` settings reach the
+/// services; without it (test stacks) the child starts from an empty
+/// environment plus [`PASSED_THROUGH`], and gets only what the stack sets,
+/// so an exported `DATABASE_URL` or `CHOREO_ORDER_DEADLINE_MS` on the
+/// runner cannot change a test.
+pub fn command(program: impl AsRef<std::ffi::OsStr>, inherit_env: bool) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    if !inherit_env {
+        cmd.env_clear();
+        for var in PASSED_THROUGH {
+            if let Some(value) = std::env::var_os(var) {
+                cmd.env(var, value);
+            }
+        }
+    }
+    cmd
+}
+
 #[derive(Debug)]
 pub struct Child {
     name: String,

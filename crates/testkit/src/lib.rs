@@ -56,6 +56,9 @@ pub fn kcat() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kcat"))
 }
 
+/// Order's deadline in a test stack whose test does not set one.
+pub const TEST_DEADLINE_MS: &str = "120000";
+
 #[derive(Debug, Default)]
 pub struct TestStackBuilder {
     services: Vec<String>,
@@ -129,6 +132,17 @@ impl TestStackBuilder {
 
     fn config(&self, data_dir: &Path, ports: Ports) -> StackConfig {
         let seeds = repo_root().join("deploy/seed");
+        // Order's deadline, unless the test is about it: long enough that
+        // two stacks sharing two loaded cores never time an order out by
+        // accident (the service's own default is 30 s).
+        let mut service_env = self.service_env.clone();
+        let order = service_env.entry("order".to_owned()).or_default();
+        if !order.iter().any(|(k, _)| k == "CHOREO_ORDER_DEADLINE_MS") {
+            order.insert(
+                0,
+                ("CHOREO_ORDER_DEADLINE_MS".into(), TEST_DEADLINE_MS.into()),
+            );
+        }
         let mut common_env = self.common_env.clone();
         common_env.push((
             "CHOREO_STOCK_SEED_FILE".into(),
@@ -146,10 +160,11 @@ impl TestStackBuilder {
             ports,
             services: self.services.clone(),
             database_urls: self.database_urls.clone(),
-            service_env: self.service_env.clone(),
+            service_env,
             common_env,
             log: LogSink::Files,
             supervise: false,
+            inherit_env: false,
         }
     }
 }

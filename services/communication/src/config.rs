@@ -80,7 +80,8 @@ impl Settings {
         })
     }
 
-    /// Where the file transport writes `<order_id>.<template>.eml`.
+    /// Where the file transport writes
+    /// `<file_safe_id>.<TEMPLATE>.<hash of the Message-ID>.eml`.
     pub fn mail_dir(&self) -> PathBuf {
         self.common.data_dir.join("mail")
     }

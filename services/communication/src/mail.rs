@@ -47,7 +47,9 @@ pub struct Mail {
     pub message_id: String,
     /// The recipient's address.
     pub recipient: String,
-    /// `<order_id>.<TEMPLATE>`: the file transport's file stem.
+    /// `<file_safe_id>.<TEMPLATE>`: the start of the file transport's file
+    /// name, which adds a hash of the Message-ID
+    /// ([`transport::file_name`](crate::transport::file_name)).
     pub name: String,
 }
 
@@ -362,6 +364,10 @@ mod tests {
         assert_eq!(mail.message_id, "<o1.ORDER_CONFIRMED@choreo>");
         assert_eq!(mail.recipient, "alice@example.org");
         assert_eq!(mail.name, "o1.ORDER_CONFIRMED");
+        assert_eq!(
+            crate::transport::FileTransport::new("mail".into()).path_for(&mail),
+            std::path::Path::new("mail/o1.ORDER_CONFIRMED.e41813ee2e6cdbcd.eml")
+        );
 
         let raw = formatted(&mail);
         assert!(

@@ -1,15 +1,20 @@
 //! Sending a rendered [`Mail`]: to a file per mail (default) or over SMTP.
 //!
-//! The file transport names the file after the order and template
-//! (`<order_id>.<TEMPLATE>.eml`) and writes it atomically (temporary file,
-//! rename), so a reader never sees half a mail. A handler that crashes after
-//! sending but before its transaction commits is redelivered and rewrites
-//! the same file with the same bytes: exactly one mail file per order and
-//! template. The mail is made durable before the transaction that records
-//! it commits ([`Transport::durable_before_commit`]): one `syncfs(2)` of the
-//! mail folder's filesystem per consumed batch, instead of two fsyncs per
-//! mail, which capped the service at a few hundred mails a second. lettre's own
-//! `FileTransport` is not used because it names files by a random UUID.
+//! The file transport names the file after the order, the template and
+//! the Message-ID (`<file_safe_id>.<TEMPLATE>.<hash of the Message-ID>.eml`,
+//! see [`file_name`]) and writes it atomically (temporary file, rename), so
+//! a reader never sees half a mail. A handler that crashes after sending
+//! but before its transaction commits is redelivered and rewrites the same
+//! file with the same bytes (rendering is deterministic, Message-ID
+//! included): a re-send replaces its own file only. A second, distinct
+//! mail for the same order and template (another Message-ID) gets a file of
+//! its own instead of overwriting the first, so `choreo reconcile` can see
+//! the duplicate. The mail is made durable before the transaction that
+//! records it commits ([`Transport::durable_before_commit`]): one
+//! `syncfs(2)` of the mail folder's filesystem per consumed batch, instead
+//! of two fsyncs per mail, which capped the service at a few hundred mails
+//! a second. lettre's own `FileTransport` is not used because it names
+//! files by a random UUID.
 //!
 //! SMTP cannot take a mail back, so there the same crash window can deliver
 //! a mail twice (with the same Message-ID, which mail clients deduplicate).
@@ -170,13 +175,14 @@ impl FileTransport {
         &self.dir
     }
 
-    /// The file a mail goes to.
+    /// The file a mail goes to: see [`file_name`].
     pub fn path_for(&self, mail: &Mail) -> PathBuf {
-        self.dir.join(format!("{}.eml", mail.name))
+        self.dir.join(file_name(&mail.name, &mail.message_id))
     }
 
-    /// Writes the mail; returns its path. Sending the same mail again
-    /// replaces the file, it never adds one. The file is visible at once and
+    /// Writes the mail; returns its path. Sending the same mail (same
+    /// Message-ID) again replaces its file, it never adds one; a mail with
+    /// another Message-ID gets its own file. The file is visible at once and
     /// durable after [`flush`](Self::flush).
     pub async fn send(&self, mail: &Mail) -> Result<PathBuf, SendError> {
         let path = self.path_for(mail);
@@ -203,6 +209,21 @@ impl FileTransport {
         .await?
         .map_err(|source| SendError::Flush { dir, source })
     }
+}
+
+/// `<stem>.<hash>.eml`, `stem` being the mail's `<file_safe_id>.<TEMPLATE>`
+/// and `hash` the first 16 hex digits of the SHA-256 of its Message-ID.
+///
+/// The hash keeps the name deterministic (a re-send lands on the same
+/// file) and file-safe whatever the Message-ID holds; a second, different
+/// mail for the same order and template gets a file of its own, so a
+/// duplicate send can be seen. Readers take order and template from the
+/// first two dot-separated parts (the file-safe id escapes every dot).
+pub fn file_name(stem: &str, message_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(message_id.as_bytes());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{stem}.{hash}.eml")
 }
 
 /// Temp file in the same folder (so the rename stays on one filesystem),
@@ -264,7 +285,11 @@ mod tests {
         let second = transport.send(&mail(1_700_000_000_000)).await.unwrap();
 
         assert_eq!(first, second);
-        assert_eq!(first, dir.path().join("mail/o1.ORDER_CONFIRMED.eml"));
+        assert_eq!(
+            first,
+            dir.path()
+                .join("mail/o1.ORDER_CONFIRMED.e41813ee2e6cdbcd.eml")
+        );
         assert_eq!(files(&dir.path().join("mail")), vec![first.clone()]);
         assert_eq!(std::fs::read(&second).unwrap(), content);
         let text = String::from_utf8(content).unwrap();
@@ -272,6 +297,54 @@ mod tests {
             text.contains("Message-ID: <o1.ORDER_CONFIRMED@choreo>"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_mail_with_another_message_id_gets_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let transport = FileTransport::new(dir.path().to_owned());
+        let first = mail(1_700_000_000_000);
+        // The same order and template under another Message-ID: a second,
+        // distinct mail, which must not overwrite the first.
+        let mut second = first.clone();
+        second.message_id = "<o1.ORDER_CONFIRMED.again@choreo>".into();
+        second.message = lettre::Message::builder()
+            .from("shop@choreo.local".parse().unwrap())
+            .to("alice@example.org".parse().unwrap())
+            .message_id(Some(second.message_id.clone()))
+            .body(String::from("again"))
+            .unwrap();
+
+        let a = transport.send(&first).await.unwrap();
+        let b = transport.send(&second).await.unwrap();
+
+        assert_ne!(a, b);
+        let mut both = vec![a.clone(), b.clone()];
+        both.sort();
+        assert_eq!(files(dir.path()), both);
+        for path in [&a, &b] {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                name.starts_with("o1.ORDER_CONFIRMED.") && name.ends_with(".eml"),
+                "{name}"
+            );
+        }
+        let text = std::fs::read_to_string(&b).unwrap();
+        assert!(
+            text.contains("Message-ID: <o1.ORDER_CONFIRMED.again@choreo>"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn file_names_hash_the_message_id_with_sha_256() {
+        // SHA-256("abc") starts ba7816bf8f01cfea: the names must not
+        // change between builds.
+        assert_eq!(
+            file_name("o%2E1.ORDER_CANCELLED", "abc"),
+            "o%2E1.ORDER_CANCELLED.ba7816bf8f01cfea.eml"
+        );
+        assert_ne!(file_name("o1.T", "<a@x>"), file_name("o1.T", "<b@x>"));
     }
 
     /// Just enough SMTP to accept one mail; returns what came after DATA.
