@@ -184,6 +184,59 @@ async fn broker_outage(kill: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The order deadline is stored, not held in memory: it passes while
+/// Order is down (killed, SIGKILL) and fires once Order is back, so the
+/// order is cancelled with TIMEOUT and everything it held is released.
+#[tokio::test]
+async fn a_deadline_that_passes_while_order_is_down_fires_after_its_restart() -> anyhow::Result<()>
+{
+    let mut stack = TestStack::builder()
+        .all_services()
+        .env("order", "CHOREO_ORDER_DEADLINE_MS", "4000")
+        .start()
+        .await?;
+    let api = Api::new(&stack);
+    let before = api.stock("WIDGET-1").await?;
+    // Without the courier the saga stops after the reservation.
+    stack.stop_service("courier", 0).await;
+    let id = api
+        .place_order(&order_body("alice", "WIDGET-1", 2, 100, "DE"))
+        .await?;
+    eventually("the stock reserved", SETTLE, || async {
+        Ok(api
+            .reservation(&id)
+            .await?
+            .filter(|r| r["status"] == "RESERVED"))
+    })
+    .await?;
+    stack.kill_service("order", 0).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let restarted = std::time::Instant::now();
+    stack.restart_service("order", 0).await?;
+    let order = api.wait_terminal(&id, Duration::from_secs(30)).await?;
+    assert_eq!(
+        (order["status"].as_str(), order["reason"].as_str()),
+        (Some("CANCELLED"), Some("TIMEOUT")),
+        "{order}"
+    );
+    println!(
+        "deadline fired {:.1}s after Order's restart",
+        restarted.elapsed().as_secs_f64()
+    );
+    eventually("the reservation released", SETTLE, || async {
+        let s = api.stock("WIDGET-1").await?;
+        Ok(
+            (s["available"] == before["available"] && s["reserved"] == before["reserved"])
+                .then_some(()),
+        )
+    })
+    .await?;
+    stack.restart_service("courier", 0).await?;
+    assert_invariants(&stack, 0).await?;
+    stack.shutdown().await;
+    Ok(())
+}
+
 fn broker_pid(stack: &TestStack) -> anyhow::Result<u32> {
     stack
         .pids()

@@ -157,6 +157,28 @@ enum Outcome {
     Interrupted,
 }
 
+/// Where a test makes the consumer stop as if its process were killed:
+/// right after a transaction committed, before the offsets of its messages
+/// are stored. [`Consumer::run`] then returns [`Error::Crashed`] without
+/// storing or committing anything, so the test can show that the messages
+/// are delivered again and the inbox keeps them from being applied twice.
+#[derive(Clone)]
+pub struct CrashPoint(Arc<dyn Fn(&str, i32, i64) -> bool + Send + Sync>);
+
+impl CrashPoint {
+    /// Crash after committing a batch that holds a message for which
+    /// `when(topic, partition, offset)` is true.
+    pub fn after_commit(when: impl Fn(&str, i32, i64) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(when))
+    }
+}
+
+impl std::fmt::Debug for CrashPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CrashPoint(after_commit)")
+    }
+}
+
 pub struct Consumer<H> {
     spec: ConsumerSpec,
     kafka: KafkaSettings,
@@ -168,6 +190,7 @@ pub struct Consumer<H> {
     dlq_topic: String,
     /// The dead-letter producer's `message.max.bytes`: what a copy must fit.
     dlq_limit: usize,
+    crash: Option<CrashPoint>,
 }
 
 impl<H> std::fmt::Debug for Consumer<H> {
@@ -199,7 +222,14 @@ impl<H: Handler> Consumer<H> {
             dlq,
             dlq_topic,
             dlq_limit,
+            crash: None,
         })
+    }
+
+    /// Stops at `point` (tests only: see [`CrashPoint`]).
+    pub fn crash_at(mut self, point: CrashPoint) -> Self {
+        self.crash = Some(point);
+        self
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -254,6 +284,9 @@ impl<H: Handler> Consumer<H> {
             };
             match outcome {
                 Outcome::Done => {
+                    if let Some(crashed) = self.crash_point_reached(&batch) {
+                        return Err(crashed);
+                    }
                     for m in &batch {
                         consumer.store_offset_from_message(m)?;
                     }
@@ -269,6 +302,21 @@ impl<H: Handler> Consumer<H> {
         }
         info!(service = %self.spec.service, "consumer stopped");
         Ok(())
+    }
+
+    /// The [`Error::Crashed`] to stop with, when a [`CrashPoint`] is set and
+    /// the batch just committed holds the message it waits for.
+    fn crash_point_reached(&self, batch: &[BorrowedMessage<'_>]) -> Option<crate::Error> {
+        let point = self.crash.as_ref()?;
+        let m = batch
+            .iter()
+            .find(|m| (point.0)(m.topic(), m.partition(), m.offset()))?;
+        warn!(service = %self.spec.service, topic = m.topic(), partition = m.partition(), offset = m.offset(), "crash point reached: stopping before storing offsets");
+        Some(crate::Error::Crashed {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+        })
     }
 
     async fn process(&self, msg: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Outcome {

@@ -36,6 +36,14 @@ pub enum Error {
     Codec(#[from] crate::codec::CodecError),
     #[error("configuration: {0}")]
     Config(String),
+    /// The consumer stopped at a [`CrashPoint`](crate::consumer::CrashPoint)
+    /// a test chose, leaving behind what a process killed there would.
+    #[error("crashed on purpose after committing {topic}/{partition}/{offset}")]
+    Crashed {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,7 +55,7 @@ impl Error {
             Error::Kafka(e) => produce_failure(e) == ProduceFailure::Retryable,
             Error::Storage(e) => e.is_retryable(),
             Error::Codec(e) => e.is_retryable(),
-            Error::MessageTooLarge { .. } | Error::Config(_) => false,
+            Error::MessageTooLarge { .. } | Error::Config(_) | Error::Crashed { .. } => false,
         }
     }
 }
@@ -196,7 +204,9 @@ impl From<Error> for HandlerError {
                 ProduceFailure::Retryable => Self::Retryable(format!("kafka: {e}")),
                 ProduceFailure::Permanent => Self::Permanent(format!("kafka: {e}")),
             },
-            e @ Error::MessageTooLarge { .. } => Self::Permanent(e.to_string()),
+            e @ (Error::MessageTooLarge { .. } | Error::Crashed { .. }) => {
+                Self::Permanent(e.to_string())
+            }
             Error::Config(e) => Self::Permanent(e),
         }
     }
