@@ -163,7 +163,10 @@ enum Outcome {
 /// storing or committing anything, so the test can show that the messages
 /// are delivered again and the inbox keeps them from being applied twice.
 #[derive(Clone)]
-pub struct CrashPoint(Arc<dyn Fn(&str, i32, i64) -> bool + Send + Sync>);
+pub struct CrashPoint(Arc<CrashWhen>);
+
+/// `(topic, partition, offset)` → whether to crash after it committed.
+type CrashWhen = dyn Fn(&str, i32, i64) -> bool + Send + Sync;
 
 impl CrashPoint {
     /// Crash after committing a batch that holds a message for which
