@@ -42,6 +42,8 @@ pub struct CommonSettings {
     pub database_url: String,
     /// Published outbox rows and inbox entries older than this are purged.
     pub retention: Duration,
+    /// How often the purge runs.
+    pub retention_interval: Duration,
     pub log_json: bool,
 }
 
@@ -55,6 +57,7 @@ impl std::fmt::Debug for CommonSettings {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redact_url(&self.database_url))
             .field("retention", &self.retention)
+            .field("retention_interval", &self.retention_interval)
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +79,8 @@ pub fn redact_url(url: &str) -> String {
 impl CommonSettings {
     /// Reads `CHOREO_HTTP_ADDR`, `CHOREO_BROKERS`, `CHOREO_REGISTRY_URL`,
     /// `CHOREO_DATA_DIR`, `DATABASE_URL`, `CHOREO_RETENTION_SECS`,
-    /// `CHOREO_LOG_JSON` and `CHOREO_KAFKA_*` from `vars`, with defaults
+    /// `CHOREO_RETENTION_INTERVAL_SECS`, `CHOREO_LOG_JSON` and
+    /// `CHOREO_KAFKA_*` from `vars`, with defaults
     /// that work for `make run`.
     pub fn from_vars(
         service: &'static str,
@@ -98,13 +102,20 @@ impl CommonSettings {
             PathBuf::from(get("CHOREO_DATA_DIR").unwrap_or_else(|| format!("./data/{service}")));
         let database_url = get("DATABASE_URL")
             .unwrap_or_else(|| format!("sqlite://{}/{service}.db", data_dir.display()));
-        let retention = match get("CHOREO_RETENTION_SECS") {
-            Some(s) => Duration::from_secs(
-                s.parse()
-                    .map_err(|e| format!("CHOREO_RETENTION_SECS: {e}"))?,
-            ),
-            None => Duration::from_secs(7 * 24 * 3600),
+        let secs = |var: &str, default: u64| -> Result<Duration, String> {
+            match get(var) {
+                Some(s) => s
+                    .parse()
+                    .map(Duration::from_secs)
+                    .map_err(|e| format!("{var}: {e} (whole seconds, got {s:?})")),
+                None => Ok(Duration::from_secs(default)),
+            }
         };
+        let retention = secs("CHOREO_RETENTION_SECS", 7 * 24 * 3600)?;
+        let retention_interval = secs("CHOREO_RETENTION_INTERVAL_SECS", 600)?;
+        if retention_interval.is_zero() {
+            return Err("CHOREO_RETENTION_INTERVAL_SECS: must be at least 1".into());
+        }
         Ok(Self {
             service,
             http_addr,
@@ -114,13 +125,14 @@ impl CommonSettings {
             data_dir,
             database_url,
             retention,
+            retention_interval,
             log_json: matches!(get("CHOREO_LOG_JSON").as_deref(), Some("1" | "true")),
         })
     }
 
     /// The environment variable names this module reads (for tools that
     /// check deployment files against the code).
-    pub const ENV_VARS: [&'static str; 8] = [
+    pub const ENV_VARS: [&'static str; 9] = [
         WORKER_THREADS_VAR,
         "CHOREO_HTTP_ADDR",
         "CHOREO_BROKERS",
@@ -128,6 +140,7 @@ impl CommonSettings {
         "CHOREO_DATA_DIR",
         "DATABASE_URL",
         "CHOREO_RETENTION_SECS",
+        "CHOREO_RETENTION_INTERVAL_SECS",
         "CHOREO_LOG_JSON",
     ];
 }
@@ -241,6 +254,7 @@ impl Host {
         let retention = tokio::spawn(retention_loop(
             self.db.clone(),
             self.settings.retention,
+            self.settings.retention_interval,
             front.clone(),
         ));
 
@@ -330,7 +344,13 @@ async fn metrics(State(s): State<ProbeState>) -> String {
     choreo_telemetry::Metrics::global().render()
 }
 
-async fn retention_loop(db: Db, keep: Duration, shutdown: CancellationToken) -> crate::Result<()> {
+/// Purges what is older than `keep` now and every `every` until shutdown.
+async fn retention_loop(
+    db: Db,
+    keep: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> crate::Result<()> {
     loop {
         match db.purge(keep, keep).await {
             Ok((outbox, inbox)) if outbox + inbox > 0 => {
@@ -340,7 +360,7 @@ async fn retention_loop(db: Db, keep: Duration, shutdown: CancellationToken) -> 
             Err(e) => warn!(error = %e, "retention purge failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
     }
