@@ -192,3 +192,83 @@ async fn a_replayed_dead_letter_is_processed_exactly_once() -> anyhow::Result<()
     stack.shutdown().await;
     Ok(())
 }
+
+/// Communication's replica, lost with its database, is rebuilt from the
+/// `orders` topic by `choreo-communication rebuild-replica`: an order whose
+/// `OrderPlaced` was consumed before the loss is still mailed when it
+/// completes after it (without the rebuild its confirmation would be a
+/// dead letter: no `OrderPlaced` seen).
+#[tokio::test]
+async fn a_lost_replica_is_rebuilt_from_the_topic() -> anyhow::Result<()> {
+    let mut stack = TestStack::builder().all_services().start().await?;
+    let api = Api::new(&stack);
+    // The saga waits at the courier while Communication records the order.
+    stack.stop_service("courier", 0).await;
+    let id = api
+        .place_order(&order_body("alice", "WIDGET-1", 3, 250, "DE"))
+        .await?;
+    let data = stack.service_data_dir("communication");
+    let db_path = data.join("communication.db");
+    let replica_rows = |path: std::path::PathBuf, id: String| async move {
+        let db = Db::connect(&format!("sqlite://{}", path.display())).await?;
+        let mut uow = db.begin().await?;
+        let n: i64 = choreo_outbox::sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orders_replica WHERE order_id = $1",
+        )
+        .bind(&id)
+        .fetch_one(uow.conn())
+        .await?;
+        uow.rollback().await?;
+        anyhow::Ok(n)
+    };
+    eventually("the order in Communication's replica", SETTLE, || async {
+        Ok((replica_rows(db_path.clone(), id.clone()).await? == 1).then_some(()))
+    })
+    .await?;
+
+    // The database is lost.
+    stack.stop_service("communication", 0).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = data.join(format!("communication.db{suffix}"));
+        if file.exists() {
+            std::fs::remove_file(&file)?;
+        }
+    }
+    let out = tokio::process::Command::new(choreo_testkit::bin_dir().join("choreo-communication"))
+        .arg("rebuild-replica")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("CHOREO_BROKERS", stack.brokers())
+        .env("CHOREO_REGISTRY_URL", stack.registry_url())
+        .env("CHOREO_DATA_DIR", &data)
+        .output()
+        .await?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "rebuild-replica: {printed}");
+    assert_eq!(
+        replica_rows(db_path.clone(), id.clone()).await?,
+        1,
+        "{printed}"
+    );
+
+    stack.restart_service("communication", 0).await?;
+    stack.restart_service("courier", 0).await?;
+    let order = api.wait_terminal(&id, SETTLE).await?;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    let mail = eventually("the confirmation mail", SETTLE, || async {
+        Ok(api.mail_files(&id).into_iter().next())
+    })
+    .await?;
+    let text = std::fs::read_to_string(&mail)?.replace("=\r\n", "");
+    assert!(
+        text.contains("7.50 EUR"),
+        "the total from the replica: {text}"
+    );
+    common::assert_reconciled(&stack, 0).await?;
+    stack.shutdown().await;
+    Ok(())
+}
