@@ -57,11 +57,12 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientContext;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, warn};
 
+use crate::apply;
 use crate::codec::Codec;
 use crate::error::{produce_failure, HandlerError, ProduceFailure};
-use crate::trace::{self, TraceContext};
+use crate::trace::TraceContext;
 use crate::{headers, relay, KafkaSettings};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -383,89 +384,17 @@ impl<H: Handler> Consumer<H> {
         Ok((incoming, trace_ctx))
     }
 
-    /// Inbox + handler for one message inside `uow`. `Ok(false)`: a
-    /// duplicate, nothing applied.
-    async fn apply(
-        &self,
-        uow: &mut UnitOfWork<'_>,
-        incoming: &Incoming,
-        trace_ctx: TraceContext,
-    ) -> Result<bool, HandlerError> {
-        let event_id = &incoming.event.metadata().event_id;
-        if !uow.record_inbox(&self.spec.service, event_id).await? {
-            self.duplicate(incoming);
-            return Ok(false);
-        }
-        self.handle(uow, incoming, trace_ctx).await?;
-        Ok(true)
-    }
-
-    fn duplicate(&self, incoming: &Incoming) {
-        metrics::counter!("choreo_duplicates_total", "service" => self.spec.service.clone())
-            .increment(1);
-        debug!(
-            service = %self.spec.service,
-            event_id = ?incoming.event.metadata().event_id,
-            topic = %incoming.topic, offset = incoming.offset,
-            "duplicate event; no effect"
-        );
-    }
-
-    /// The handler for an event whose inbox entry is already recorded.
-    async fn handle(
-        &self,
-        uow: &mut UnitOfWork<'_>,
-        incoming: &Incoming,
-        trace_ctx: TraceContext,
-    ) -> Result<(), HandlerError> {
-        let span = info_span!(
-            "handle",
-            service = %self.spec.service,
-            topic = %incoming.topic,
-            partition = incoming.partition,
-            offset = incoming.offset,
-            event_type = incoming.event.event_type(),
-            order_id = ?incoming.event.metadata().order_id,
-            trace_id = %trace_ctx.trace_id,
-        );
-        // A panicking handler is the message's permanent error: caught here,
-        // the caller rolls the unit of work back and dead-letters the
-        // message (alone: a batch falls back to one at a time first), and
-        // the partition goes on instead of the task dying with it.
-        AssertUnwindSafe(trace::scope(trace_ctx, self.handler.handle(uow, incoming)))
-            .catch_unwind()
-            .instrument(span)
-            .await
-            .unwrap_or_else(|panic| {
-                metrics::counter!("choreo_handler_panics_total", "service" => self.spec.service.clone())
-                    .increment(1);
-                Err(HandlerError::permanent(format!(
-                    "handler panicked: {}",
-                    panic_message(&*panic)
-                )))
-            })
-    }
-
     async fn try_process(&self, msg: &BorrowedMessage<'_>) -> Result<(), HandlerError> {
         let (incoming, trace_ctx) = self.incoming(msg).await?;
-        let mut uow = self.db.begin().await?;
-        match self.apply(&mut uow, &incoming, trace_ctx).await {
-            Ok(true) => {
-                uow.commit().await?;
-                Ok(())
-            }
-            Ok(false) => {
-                uow.rollback().await?;
-                Ok(())
-            }
-            Err(e) => {
-                // Nothing of a failed attempt may stay, inbox entry included.
-                if let Err(rb) = uow.rollback().await {
-                    warn!(error = %rb, "rollback failed");
-                }
-                Err(e)
-            }
-        }
+        apply::apply(
+            &self.spec.service,
+            &self.db,
+            &*self.handler,
+            &incoming,
+            trace_ctx,
+        )
+        .await
+        .map(drop)
     }
 
     /// Several messages, one transaction. Any failure rolls the whole batch
@@ -516,9 +445,16 @@ impl<H: Handler> Consumer<H> {
             let mut fresh = uow.record_inbox_many(&self.spec.service, &ids).await?;
             for (incoming, trace_ctx) in decoded {
                 if fresh.remove(&incoming.event.metadata().event_id) {
-                    self.handle(&mut uow, &incoming, trace_ctx).await?;
+                    apply::handle(
+                        &mut uow,
+                        &self.spec.service,
+                        &*self.handler,
+                        &incoming,
+                        trace_ctx,
+                    )
+                    .await?;
                 } else {
-                    self.duplicate(&incoming);
+                    apply::note_duplicate(&self.spec.service, &incoming);
                 }
             }
             Ok::<_, HandlerError>(())
@@ -820,7 +756,7 @@ pub(crate) async fn send_dead_letter(
 
 /// The text of a caught panic (`panic!("...")` payloads are `&str` or
 /// `String`).
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {

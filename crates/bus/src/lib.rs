@@ -26,6 +26,7 @@
 //!
 //! [`UnitOfWork`]: choreo_outbox::UnitOfWork
 
+pub mod apply;
 pub mod codec;
 pub mod config;
 pub mod consumer;
@@ -36,6 +37,7 @@ pub mod lag;
 pub mod relay;
 pub mod trace;
 
+pub use apply::{apply, Applied};
 pub use codec::Codec;
 pub use config::KafkaSettings;
 pub use consumer::{Consumer, ConsumerSpec, Handler, Incoming, Readiness};

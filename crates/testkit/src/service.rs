@@ -80,8 +80,8 @@ pub fn emitter(registry: &TestRegistry) -> Emitter {
     Emitter::new(Arc::new(Codec::new(&registry.url)))
 }
 
-/// Runs `handler` on `event` the way the consumer does, with `service`'s
-/// inbox.
+/// Runs `handler` on `event` through the consumer's own apply step
+/// ([`choreo_bus::apply`]), with `service`'s inbox.
 pub async fn deliver<H: Handler>(
     service: &str,
     db: &Db,
@@ -96,21 +96,15 @@ pub async fn deliver<H: Handler>(
         key: Some(event.order_id().to_owned()),
         event,
     };
-    let mut uow = db.begin().await?;
-    if !uow
-        .record_inbox(service, &incoming.event.metadata().event_id)
-        .await?
-    {
-        uow.rollback().await?;
-        return Ok(());
-    }
-    match handler.handle(&mut uow, &incoming).await {
-        Ok(()) => Ok(uow.commit().await?),
-        Err(e) => {
-            uow.rollback().await?;
-            Err(e)
-        }
-    }
+    choreo_bus::apply(
+        service,
+        db,
+        handler,
+        &incoming,
+        choreo_bus::trace::TraceContext::new_root(),
+    )
+    .await
+    .map(drop)
 }
 
 /// Like [`deliver`], retrying retryable errors as the consumer would.
