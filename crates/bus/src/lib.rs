@@ -26,6 +26,7 @@
 //!
 //! [`UnitOfWork`]: choreo_outbox::UnitOfWork
 
+pub mod api_error;
 pub mod apply;
 pub mod codec;
 pub mod config;
@@ -37,6 +38,7 @@ pub mod lag;
 pub mod relay;
 pub mod trace;
 
+pub use api_error::ApiError;
 pub use apply::{apply, Applied};
 pub use codec::Codec;
 pub use config::KafkaSettings;

@@ -2,14 +2,10 @@
 //! (newest first). Errors are JSON `{"error": "..."}`.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use choreo_outbox::Db;
 use serde::Deserialize;
-use serde_json::json;
-use tracing::error;
 
 use crate::storage::{self, Notification};
 
@@ -25,13 +21,7 @@ struct ListParams {
     order_id: Option<String>,
 }
 
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
+use choreo_bus::ApiError;
 
 /// `GET /notifications[?order_id=…]`: an unknown order is an empty list,
 /// not a 404 — "no mail yet" is the answer a poller wants.
@@ -43,8 +33,5 @@ async fn list_notifications(
     storage::list_notifications(&db, order_id.as_deref())
         .await
         .map(Json)
-        .map_err(|e| {
-            error!(error = %e, "listing notifications");
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "storage error".into())
-        })
+        .map_err(|e| ApiError::server(e.is_retryable(), &e))
 }

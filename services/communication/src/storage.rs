@@ -40,6 +40,19 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl Error {
+    /// Whether trying again may succeed: a busy or unreachable database, a
+    /// concurrent update. The consumer retries such errors in place; the
+    /// HTTP API answers them 503.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Sql(e) => choreo_outbox::is_retryable_sqlx(e),
+            Error::Conflict(_) => true,
+            Error::Corrupt(_) => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn now_ms() -> i64 {

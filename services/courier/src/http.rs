@@ -2,12 +2,9 @@
 //! `{"error": "..."}`.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::AnyPool;
 
 use crate::domain::OrderId;
@@ -20,37 +17,11 @@ pub fn router(pool: AnyPool) -> Router {
         .with_state(pool)
 }
 
-/// An error response.
-#[derive(Debug)]
-pub enum ApiError {
-    NotFound(String),
-    Storage(storage::Error),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            ApiError::NotFound(what) => {
-                (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
-            }
-            ApiError::Storage(error) => {
-                tracing::error!(error = %error, "courier API storage failure");
-                let retryable =
-                    matches!(&error, storage::Error::Sql(e) if choreo_outbox::is_retryable_sqlx(e));
-                let status = if retryable {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                (status, Json(json!({ "error": "storage failure" }))).into_response()
-            }
-        }
-    }
-}
+pub use choreo_bus::ApiError;
 
 impl From<storage::Error> for ApiError {
     fn from(e: storage::Error) -> Self {
-        ApiError::Storage(e)
+        ApiError::server(e.is_retryable(), &e)
     }
 }
 

@@ -36,6 +36,15 @@ pub enum Error {
     CorruptShipment { order_id: String, detail: String },
 }
 
+impl Error {
+    /// Whether trying again may succeed: a busy or unreachable database, a
+    /// concurrent update. The consumer retries such errors in place; the
+    /// HTTP API answers them 503.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Sql(e) if choreo_outbox::is_retryable_sqlx(e))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Whether a read inside a saga step locks the row it reads.

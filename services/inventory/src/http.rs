@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::AnyPool;
 
 use crate::domain::{Line, OrderId, Sku};
@@ -26,54 +24,11 @@ pub fn router(pool: AnyPool) -> Router {
         .with_state(pool)
 }
 
-/// An error response.
-#[derive(Debug)]
-pub enum ApiError {
-    NotFound(String),
-    Invalid(BTreeMap<&'static str, String>),
-    BadJson(String),
-    Storage(storage::Error),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            ApiError::NotFound(what) => {
-                (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
-            }
-            ApiError::Invalid(fields) => {
-                let summary = fields
-                    .iter()
-                    .map(|(field, message)| format!("{field}: {message}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Json(json!({ "error": summary, "fields": fields })),
-                )
-                    .into_response()
-            }
-            ApiError::BadJson(message) => {
-                (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
-            }
-            ApiError::Storage(error) => {
-                tracing::error!(error = %error, "inventory API storage failure");
-                let retryable =
-                    matches!(&error, storage::Error::Sql(e) if choreo_outbox::is_retryable_sqlx(e));
-                let status = if retryable {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                (status, Json(json!({ "error": "storage failure" }))).into_response()
-            }
-        }
-    }
-}
+pub use choreo_bus::ApiError;
 
 impl From<storage::Error> for ApiError {
     fn from(e: storage::Error) -> Self {
-        ApiError::Storage(e)
+        ApiError::server(e.is_retryable(), &e)
     }
 }
 
@@ -99,7 +54,7 @@ async fn put_stock(
     Path(sku): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<StockRow>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadJson(e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let mut errors = BTreeMap::new();
     let sku = Sku::parse(&sku)
         .map_err(|e| errors.insert("sku", e.to_string()))
@@ -137,7 +92,7 @@ async fn put_stock(
             tracing::info!(%sku, available, "stock set");
             Ok(Json(row))
         }
-        _ => Err(ApiError::Invalid(errors)),
+        _ => Err(ApiError::invalid_fields(errors)),
     }
 }
 

@@ -21,9 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::time::Instant;
-use tracing::error;
 
 use choreo_events::{contract, Address, OrderLine};
 
@@ -58,72 +56,41 @@ pub fn router(orders: Orders) -> Router {
         .with_state(orders)
 }
 
-/// An HTTP error: status and JSON body.
-#[derive(Debug)]
-pub enum ApiError {
-    BadRequest(String),
-    UnsupportedMediaType(String),
-    InvalidOrder(FieldErrors),
-    /// The Idempotency-Key was used for order `.0` with another body.
-    KeyReused(String),
-    Unprocessable(String),
-    NotFound(String),
-    Conflict(String),
-    Unavailable(String),
-    Internal(String),
-}
+pub use choreo_bus::ApiError;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, body) = match self {
-            ApiError::InvalidOrder(fields) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({"error": "invalid order", "fields": fields.0}),
-            ),
-            ApiError::KeyReused(order_id) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({
-                    "error": format!(
-                        "Idempotency-Key was already used for order {order_id} with a different \
-                         body; use a new key for a new order"
-                    ),
-                    "order_id": order_id,
-                    "fields": {"Idempotency-Key": "already used with a different body"},
-                }),
-            ),
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
-            ApiError::UnsupportedMediaType(m) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({"error": m}))
-            }
-            ApiError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"error": m})),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
-            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": m})),
-            ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": m})),
-        };
-        (status, Json(body)).into_response()
+/// 422 for a reused Idempotency-Key with another body, naming the order.
+fn key_reused(order_id: String) -> ApiError {
+    ApiError::Invalid {
+        error: format!(
+            "Idempotency-Key was already used for order {order_id} with a different body; use a \
+             new key for a new order"
+        ),
+        fields: [(
+            "Idempotency-Key".to_owned(),
+            "already used with a different body".to_owned(),
+        )]
+        .into(),
+        extra: [("order_id".to_owned(), serde_json::Value::String(order_id))]
+            .into_iter()
+            .collect(),
     }
 }
 
-impl ApiError {
-    /// 503 for what may work on retry, 500 otherwise. The cause is logged
-    /// here, not sent: it may name tables or hosts.
-    fn server(retryable: bool, cause: &dyn std::fmt::Display) -> Self {
-        error!(error = %cause, retryable, "request failed");
-        if retryable {
-            ApiError::Unavailable("temporarily unavailable, try again".into())
-        } else {
-            ApiError::Internal("internal error".into())
-        }
+/// 422 `invalid order` with one entry per offending field.
+fn invalid_order(fields: FieldErrors) -> ApiError {
+    ApiError::Invalid {
+        error: "invalid order".into(),
+        fields: fields.0,
+        extra: serde_json::Map::new(),
     }
 }
 
 impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
         match e {
-            OrderError::Invalid(fields) => ApiError::InvalidOrder(fields),
+            OrderError::Invalid(fields) => invalid_order(fields),
             OrderError::UnknownOrder(id) => ApiError::NotFound(format!("order {id} not found")),
-            OrderError::KeyReused { order_id, .. } => ApiError::KeyReused(order_id),
+            OrderError::KeyReused { order_id, .. } => key_reused(order_id),
             OrderError::Conflict(id) => {
                 ApiError::Conflict(format!("order {id} changed concurrently; try again"))
             }
@@ -134,12 +101,6 @@ impl From<OrderError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        ApiError::server(e.is_retryable(), &e)
-    }
-}
-
-impl From<choreo_outbox::Error> for ApiError {
-    fn from(e: choreo_outbox::Error) -> Self {
         ApiError::server(e.is_retryable(), &e)
     }
 }
@@ -255,7 +216,7 @@ async fn create(
     let key = idempotency_key(&headers)?;
     let draft = OrderDraft::from(body);
     // Reject before taking a database connection.
-    draft.clone().validate().map_err(ApiError::InvalidOrder)?;
+    draft.clone().validate().map_err(invalid_order)?;
 
     let mut uow = orders.db().begin().await?;
     let placed = orders

@@ -23,15 +23,16 @@ use crate::storage;
 
 impl From<storage::Error> for HandlerError {
     fn from(e: storage::Error) -> Self {
-        match e {
-            // Classified like the outbox's errors, but with the driver's
-            // message kept (the DLQ reason is all an operator sees).
-            storage::Error::Sql(e) if choreo_outbox::is_retryable_sqlx(&e) => {
-                HandlerError::retryable(format!("storage: {e}"))
-            }
-            storage::Error::Sql(e) => HandlerError::permanent(format!("storage: {e}")),
-            storage::Error::Conflict(_) => HandlerError::retryable(e),
-            storage::Error::Inconsistent(_) => HandlerError::permanent(e),
+        // The driver's message is kept: the DLQ reason is all an operator
+        // sees.
+        let reason = match &e {
+            storage::Error::Sql(sql) => format!("storage: {sql}"),
+            other => other.to_string(),
+        };
+        if e.is_retryable() {
+            HandlerError::retryable(reason)
+        } else {
+            HandlerError::permanent(reason)
         }
     }
 }

@@ -13,13 +13,12 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use choreo_outbox::Db;
 use serde::Serialize;
-use serde_json::{json, Value};
-use tracing::{error, info};
+use serde_json::Value;
+use tracing::info;
 
 use crate::domain::{Account, Currency, CustomerId, Invalid, Money, OrderId, PaymentState};
 use crate::storage;
@@ -32,52 +31,17 @@ pub fn router(db: Db) -> Router {
         .with_state(db)
 }
 
-/// An error answer.
-#[derive(Debug)]
-pub enum ApiError {
-    NotFound(String),
-    Invalid(BTreeMap<&'static str, String>),
-    Internal(String),
-}
+pub use choreo_bus::ApiError;
 
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
-        ApiError::Invalid(BTreeMap::from([(e.field, e.message)]))
+        ApiError::invalid_fields([(e.field, e.message)])
     }
 }
 
 impl From<storage::Error> for ApiError {
     fn from(e: storage::Error) -> Self {
-        // Logged here with its cause; the client gets no database detail.
-        error!(error = %e, "storage error in http handler");
-        ApiError::Internal("storage error".into())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            ApiError::NotFound(message) => {
-                (StatusCode::NOT_FOUND, Json(json!({ "error": message }))).into_response()
-            }
-            ApiError::Invalid(fields) => {
-                let summary = fields
-                    .iter()
-                    .map(|(field, message)| format!("{field}: {message}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Json(json!({ "error": summary, "fields": fields })),
-                )
-                    .into_response()
-            }
-            ApiError::Internal(message) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({ "error": message })),
-            )
-                .into_response(),
-        }
+        ApiError::server(e.is_retryable(), &e)
     }
 }
 
@@ -175,11 +139,11 @@ fn parse_account(path_id: String, body: &[u8]) -> Result<Account, ApiError> {
         Ok(value @ Value::Object(_)) => value,
         Ok(_) => {
             fields.insert("body", "must be a JSON object".to_owned());
-            return Err(ApiError::Invalid(fields));
+            return Err(ApiError::invalid_fields(fields));
         }
         Err(e) => {
             fields.insert("body", format!("not valid JSON: {e}"));
-            return Err(ApiError::Invalid(fields));
+            return Err(ApiError::invalid_fields(fields));
         }
     };
     let customer_id = match CustomerId::parse(path_id) {
@@ -259,7 +223,7 @@ fn parse_account(path_id: String, body: &[u8]) -> Result<Account, ApiError> {
             balance: Money { minor, currency },
             blocked,
         }),
-        _ => Err(ApiError::Invalid(fields)),
+        _ => Err(ApiError::invalid_fields(fields)),
     }
 }
 

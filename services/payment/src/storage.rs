@@ -53,6 +53,19 @@ pub enum Error {
     Inconsistent(String),
 }
 
+impl Error {
+    /// Whether trying again may succeed: a busy or unreachable database, a
+    /// concurrent update. The consumer retries such errors in place; the
+    /// HTTP API answers them 503.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Sql(e) => choreo_outbox::is_retryable_sqlx(e),
+            Error::Conflict(_) => true,
+            Error::Inconsistent(_) => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the seed could not be loaded; fatal at start.

@@ -1,0 +1,163 @@
+//! One error answer for every service's HTTP API: a status and a JSON body
+//! `{"error": "<what went wrong>"}`, plus `"fields": {"<field>": "<problem>"}`
+//! when a request broke the field contract. Server-side failures are
+//! logged with their cause and answered without it (it may name tables or
+//! hosts): 503 when trying again may work, 500 otherwise — the same rule
+//! in every service.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// An HTTP error: status and JSON body.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request cannot be read (malformed JSON, a bad query).
+    BadRequest(String),
+    /// 404.
+    NotFound(String),
+    /// 409: the resource changed under the request.
+    Conflict(String),
+    /// 415.
+    UnsupportedMediaType(String),
+    /// 422: readable but not acceptable as a whole.
+    Unprocessable(String),
+    /// 422 naming each offending field; `extra` adds keys to the body.
+    Invalid {
+        error: String,
+        fields: BTreeMap<String, String>,
+        extra: Map<String, Value>,
+    },
+    /// 503: may work on retry.
+    Unavailable(String),
+    /// 500.
+    Internal(String),
+}
+
+impl ApiError {
+    /// 422 with one entry per field, summarised as `field: problem; …`.
+    pub fn invalid_fields<K: Display, V: Display>(
+        fields: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let fields: BTreeMap<String, String> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let error = fields
+            .iter()
+            .map(|(field, problem)| format!("{field}: {problem}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::Invalid {
+            error,
+            fields,
+            extra: Map::new(),
+        }
+    }
+
+    /// A failure on this side: logged with `cause`; 503 when `retryable`,
+    /// else 500.
+    pub fn server(retryable: bool, cause: &dyn Display) -> Self {
+        tracing::error!(error = %cause, retryable, "request failed");
+        if retryable {
+            Self::Unavailable("temporarily unavailable, try again".into())
+        } else {
+            Self::Internal("internal error".into())
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) | Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn body(self) -> Value {
+        match self {
+            Self::Invalid {
+                error,
+                fields,
+                mut extra,
+            } => {
+                extra.insert("error".into(), Value::String(error));
+                extra.insert("fields".into(), json!(fields));
+                Value::Object(extra)
+            }
+            Self::BadRequest(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::UnsupportedMediaType(m)
+            | Self::Unprocessable(m)
+            | Self::Unavailable(m)
+            | Self::Internal(m) => json!({ "error": m }),
+        }
+    }
+}
+
+impl From<choreo_outbox::Error> for ApiError {
+    fn from(e: choreo_outbox::Error) -> Self {
+        Self::server(e.is_retryable(), &e)
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        Self::server(e.is_retryable(), &e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_status_and_one_body_shape() {
+        let invalid =
+            ApiError::invalid_fields([("sku", "must not be empty"), ("available", "must be ≥ 0")]);
+        assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            invalid.body(),
+            json!({"error": "available: must be ≥ 0; sku: must not be empty",
+                   "fields": {"available": "must be ≥ 0", "sku": "must not be empty"}})
+        );
+        assert_eq!(
+            ApiError::server(true, &"db busy").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::server(false, &"corrupt row").body(),
+            json!({"error": "internal error"}),
+            "the cause is not sent"
+        );
+        let r = ApiError::server(true, &"db busy").into_response();
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert_eq!(ApiError::NotFound("x".into()).body(), json!({"error": "x"}));
+    }
+}
