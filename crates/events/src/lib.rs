@@ -61,4 +61,4 @@ pub use crate::requests::{CancelOrder, OrderRequest, PlaceOrder};
 pub use crate::shipments::{
     ShipmentCancelled, ShipmentManifestFailed, ShipmentManifested, ShipmentsEvent,
 };
-pub use crate::topic::{dlq_topic, Topic, CONSUMERS, SERVICES};
+pub use crate::topic::{consumed_by, dlq_topic, Topic, CONSUMERS, SERVICES};

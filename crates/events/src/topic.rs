@@ -11,18 +11,43 @@ use std::str::FromStr;
 pub const SERVICES: [&str; 5] = ["order", "inventory", "courier", "payment", "communication"];
 
 /// Which topics each service's consumer group reads (the group is named
-/// after the service). Tools that measure lag or wait for a quiet system
-/// read it from here.
+/// after the service): the saga's one topology. Each service subscribes to
+/// [`consumed_by`] its name; tools that measure lag or wait for a quiet
+/// system, the hostile-topics test and the docs read it from here.
 pub const CONSUMERS: [(&str, &[&str]); 5] = [
     (
         "order",
-        &["order-requests", "inventory", "shipments", "payments"],
+        &[
+            Topic::OrderRequests.name(),
+            Topic::Inventory.name(),
+            Topic::Shipments.name(),
+            Topic::Payments.name(),
+        ],
     ),
-    ("inventory", &["orders", "shipments"]),
-    ("courier", &["inventory", "payments", "orders"]),
-    ("payment", &["shipments", "orders"]),
-    ("communication", &["orders"]),
+    (
+        "inventory",
+        &[Topic::Orders.name(), Topic::Shipments.name()],
+    ),
+    (
+        "courier",
+        &[
+            Topic::Inventory.name(),
+            Topic::Payments.name(),
+            Topic::Orders.name(),
+        ],
+    ),
+    ("payment", &[Topic::Shipments.name(), Topic::Orders.name()]),
+    ("communication", &[Topic::Orders.name()]),
 ];
+
+/// The topics `service` consumes ([`CONSUMERS`]); none for a name that is
+/// not a service.
+pub fn consumed_by(service: &str) -> &'static [&'static str] {
+    CONSUMERS
+        .iter()
+        .find(|(name, _)| *name == service)
+        .map_or(&[], |(_, topics)| *topics)
+}
 
 /// One Kafka topic per owning service, plus the command ingress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,6 +140,20 @@ pub fn dlq_topic(service: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_service_consumes_known_topics_and_others_none() {
+        for service in SERVICES {
+            let topics = consumed_by(service);
+            assert!(!topics.is_empty(), "{service}");
+            for t in topics {
+                assert!(t.parse::<Topic>().is_ok(), "{service}: {t}");
+            }
+        }
+        assert!(consumed_by("nobody").is_empty());
+        assert_eq!(consumed_by("communication"), ["orders"]);
+    }
+
     use super::*;
 
     #[test]

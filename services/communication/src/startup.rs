@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use choreo_bus::Host;
-use choreo_events::Topic;
 use choreo_outbox::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,9 +16,6 @@ use crate::config::Settings;
 use crate::handlers::CommunicationHandler;
 use crate::transport::Transport;
 use crate::{http, storage};
-
-/// Topics communication consumes.
-pub const TOPICS: [&str; 1] = [Topic::Orders.name()];
 
 /// A built service: database migrated, transport chosen, listener bound.
 #[derive(Debug)]
@@ -78,7 +74,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let routes = http::router(self.host.db.clone());
         self.host
-            .run(self.listener, &TOPICS, self.handler, routes, shutdown)
+            .run(
+                self.listener,
+                choreo_events::consumed_by(crate::config::SERVICE),
+                self.handler,
+                routes,
+                shutdown,
+            )
             .await?;
         Ok(())
     }

@@ -10,15 +10,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use choreo_bus::Host;
-use choreo_events::Topic;
 use choreo_outbox::Db;
 
 use crate::domain::Routing;
 use crate::handlers::CourierHandler;
 use crate::{http, storage, Settings};
-
-/// Topics courier consumes.
-pub const TOPICS: [Topic; 3] = [Topic::Inventory, Topic::Payments, Topic::Orders];
 
 /// A built service: connected, migrated and bound, not yet running.
 #[derive(Debug)]
@@ -79,7 +75,7 @@ impl Application {
             self.routing,
         ));
         let routes = http::router(self.host.db.pool().clone());
-        let topics = TOPICS.map(Topic::name);
+        let topics = choreo_events::consumed_by(crate::SERVICE);
         self.host
             .run(self.listener, &topics, handler, routes, shutdown)
             .await?;

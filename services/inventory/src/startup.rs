@@ -11,15 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use choreo_bus::Host;
-use choreo_events::Topic;
 use choreo_outbox::Db;
 
 use crate::handlers::InventoryHandler;
 use crate::storage::{self, SeedEntry};
 use crate::{http, Settings};
-
-/// Topics inventory consumes.
-pub const TOPICS: [Topic; 2] = [Topic::Orders, Topic::Shipments];
 
 /// A built service: connected, migrated, seeded and bound, not yet running.
 #[derive(Debug)]
@@ -73,7 +69,7 @@ impl Application {
             self.host.db.backend(),
         ));
         let routes = http::router(self.host.db.pool().clone());
-        let topics = TOPICS.map(Topic::name);
+        let topics = choreo_events::consumed_by(crate::SERVICE);
         self.host
             .run(self.listener, &topics, handler, routes, shutdown)
             .await?;

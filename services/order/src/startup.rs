@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use choreo_bus::Host;
-use choreo_events::Topic;
 use choreo_outbox::Backend;
 
 use crate::config::Settings;
@@ -22,14 +21,6 @@ use crate::http;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The topics the order service consumes.
-pub const TOPICS: [Topic; 4] = [
-    Topic::OrderRequests,
-    Topic::Inventory,
-    Topic::Shipments,
-    Topic::Payments,
-];
 
 /// The service's own migrations for `backend` (versions 100 and up).
 pub fn migrator(backend: Backend) -> &'static Migrator {
@@ -97,7 +88,7 @@ impl Application {
                 .clone()
                 .run_deadline_timer(self.timer_tick, timer_stop.clone()),
         );
-        let topics = TOPICS.map(Topic::name);
+        let topics = choreo_events::consumed_by(crate::config::SERVICE);
         let result = self
             .host
             .run(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use choreo_bus::Host;
-use choreo_events::Topic;
 use choreo_outbox::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,9 +15,6 @@ use tracing::info;
 use crate::config::Settings;
 use crate::handlers::PaymentHandler;
 use crate::{http, storage};
-
-/// Topics payment consumes.
-pub const TOPICS: [&str; 2] = [Topic::Shipments.name(), Topic::Orders.name()];
 
 /// A built service: database migrated and seeded, listener bound.
 #[derive(Debug)]
@@ -69,7 +65,13 @@ impl Application {
         ));
         let routes = http::router(self.host.db.clone());
         self.host
-            .run(self.listener, &TOPICS, handler, routes, shutdown)
+            .run(
+                self.listener,
+                choreo_events::consumed_by(crate::config::SERVICE),
+                handler,
+                routes,
+                shutdown,
+            )
             .await?;
         Ok(())
     }
