@@ -77,7 +77,7 @@ impl Application {
         let routes = http::router(self.host.db.pool().clone());
         let topics = choreo_events::consumed_by(crate::SERVICE);
         self.host
-            .run(self.listener, &topics, handler, routes, shutdown)
+            .run(self.listener, topics, handler, routes, shutdown)
             .await?;
         Ok(())
     }

@@ -93,7 +93,7 @@ impl Application {
             .host
             .run(
                 self.listener,
-                &topics,
+                topics,
                 Arc::new(self.orders.clone()),
                 http::router(self.orders),
                 shutdown,
