@@ -130,9 +130,12 @@ impl CommonSettings {
         })
     }
 
-    /// The environment variable names this module reads (for tools that
-    /// check deployment files against the code).
-    pub const ENV_VARS: [&'static str; 9] = [
+    /// The environment variables every service reads (this module, the
+    /// Kafka settings and the logging), for tools that check deployment
+    /// files against the code. `CHOREO_KAFKA_*` stands for any
+    /// `CHOREO_KAFKA_<PROPERTY>`. A service's full list is these plus its
+    /// own ([`Self::with_own`]).
+    pub const ENV_VARS: [&'static str; 12] = [
         WORKER_THREADS_VAR,
         "CHOREO_HTTP_ADDR",
         "CHOREO_BROKERS",
@@ -142,7 +145,15 @@ impl CommonSettings {
         "CHOREO_RETENTION_SECS",
         "CHOREO_RETENTION_INTERVAL_SECS",
         "CHOREO_LOG_JSON",
+        "CHOREO_KAFKA_*",
+        crate::config::ENV_RAW,
+        "RUST_LOG",
     ];
+
+    /// [`Self::ENV_VARS`] followed by a service's own variables.
+    pub fn with_own(own: &[&'static str]) -> Vec<&'static str> {
+        Self::ENV_VARS.iter().chain(own).copied().collect()
+    }
 }
 
 /// Tokio worker threads of a service ([`runtime`]).

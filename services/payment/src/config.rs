@@ -16,21 +16,14 @@ pub const SEED_FILE_VAR: &str = "CHOREO_ACCOUNTS_SEED_FILE";
 /// `make run` and the tests.
 pub const DEFAULT_SEED_FILE: &str = "deploy/seed/accounts.json";
 
-/// Every environment variable this service knows. `CHOREO_KAFKA_<PROPERTY>`
-/// (and `CHOREO_KAFKA_CONFIG`) pass any librdkafka property through.
-pub const ENV_VARS: &[&str] = &[
-    "CHOREO_WORKER_THREADS",
-    "CHOREO_HTTP_ADDR",
-    "CHOREO_BROKERS",
-    "CHOREO_REGISTRY_URL",
-    "CHOREO_DATA_DIR",
-    "DATABASE_URL",
-    "CHOREO_RETENTION_SECS",
-    "CHOREO_RETENTION_INTERVAL_SECS",
-    "CHOREO_LOG_JSON",
-    "CHOREO_KAFKA_*",
-    SEED_FILE_VAR,
-];
+/// The environment variables only this service reads; [`env_vars`] adds
+/// the ones every service reads ([`CommonSettings::ENV_VARS`]).
+pub const OWN_ENV_VARS: &[&str] = &[SEED_FILE_VAR];
+
+/// Every environment variable this service reads.
+pub fn env_vars() -> Vec<&'static str> {
+    CommonSettings::with_own(OWN_ENV_VARS)
+}
 
 /// Everything the service needs to start.
 #[derive(Clone, Debug)]
@@ -73,12 +66,5 @@ mod tests {
 
         let s = Settings::from_vars(&[(SEED_FILE_VAR.into(), "/tmp/a.json".into())]).unwrap();
         assert_eq!(s.seed_file, PathBuf::from("/tmp/a.json"));
-    }
-
-    #[test]
-    fn lists_the_common_variables() {
-        for var in CommonSettings::ENV_VARS {
-            assert!(ENV_VARS.contains(&var), "{var}");
-        }
     }
 }
