@@ -25,7 +25,10 @@ use serde_yaml::Value;
 
 /// The five services and the environment variables their config modules
 /// know. `CHOREO_KAFKA_*` in a list means any `CHOREO_KAFKA_<PROPERTY>`.
-const SERVICES: [(&str, fn() -> Vec<&'static str>); 5] = [
+/// A service's `config::env_vars`.
+type EnvVars = fn() -> Vec<&'static str>;
+
+const SERVICES: [(&str, EnvVars); 5] = [
     ("order", choreo_order::config::env_vars),
     ("inventory", choreo_inventory::config::env_vars),
     ("payment", choreo_payment::config::env_vars),
