@@ -745,6 +745,7 @@ mod tests {
         order_mut(&mut observed, "o1").mails = counts(templates::ORDER_CONFIRMED, 2);
         let v = assert_order_violation(&observed, Check::Mail, "o1");
         assert!(v.detail.contains("2 ORDER_CONFIRMED"), "{v}");
+        assert!(v.detail.starts_with("CONFIRMED: "), "names the status: {v}");
     }
 
     #[test]
@@ -753,6 +754,7 @@ mod tests {
         order_mut(&mut observed, "o2").mails.clear();
         let v = assert_order_violation(&observed, Check::Mail, "o2");
         assert!(v.detail.contains("0 ORDER_CANCELLED"), "{v}");
+        assert!(v.detail.starts_with("CANCELLED: "), "names the status: {v}");
     }
 
     #[test]

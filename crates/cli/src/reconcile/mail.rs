@@ -205,4 +205,36 @@ mod tests {
             MailFolder::default()
         );
     }
+
+    #[test]
+    fn a_vanished_mail_is_skipped_and_an_unreadable_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("o1.ORDER_CONFIRMED.aa.eml"),
+            mail("<a@choreo>"),
+        )
+        .unwrap();
+        // Renamed away between listing and reading: what a dangling link
+        // looks like to `read`.
+        std::os::unix::fs::symlink(
+            dir.path().join("gone"),
+            dir.path().join("o1.ORDER_CONFIRMED.bb.eml"),
+        )
+        .unwrap();
+        let folder = MailFolder::read(dir.path()).unwrap();
+        assert_eq!(folder.counts("o1").get("ORDER_CONFIRMED"), Some(&1));
+
+        // A mail name that cannot be read is reported, not taken for none.
+        std::fs::create_dir(dir.path().join("o2.ORDER_CANCELLED.cc.eml")).unwrap();
+        let err = MailFolder::read(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("reading mail"), "{err:#}");
+
+        // So is a folder that is not one.
+        let file = dir.path().join("o1.ORDER_CONFIRMED.aa.eml");
+        let err = MailFolder::read(&file).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("listing mail folder"),
+            "{err:#}"
+        );
+    }
 }
