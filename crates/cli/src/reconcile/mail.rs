@@ -142,6 +142,7 @@ mod tests {
         for other in [
             ".o1.ORDER_CONFIRMED.eml.1234.tmp",
             "o1.ORDER_CONFIRMED.a.b.eml",
+            "o1.ORDER_CONFIRMED..eml",
             "o1.eml",
             "notes.txt",
             ".eml",
