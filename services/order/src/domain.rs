@@ -837,4 +837,64 @@ mod tests {
         assert_eq!(Status::from_parts("CANCELLED", None), None);
         assert_eq!(Status::from_parts("SHIPPED", None), None);
     }
+
+    #[test]
+    fn ids_and_currencies_show_what_they_hold() {
+        let id = OrderId::parse("o-1").unwrap();
+        assert_eq!((id.as_str(), id.to_string().as_str()), ("o-1", "o-1"));
+        assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
+        assert_eq!(Currency::parse("XYZ"), None);
+    }
+
+    #[test]
+    fn an_order_converts_back_to_the_draft_it_came_from() {
+        let valid = draft().validate().unwrap();
+        let lines: Vec<DraftLine> = valid.items.iter().map(DraftLine::from).collect();
+        assert_eq!(lines, draft().items);
+        assert_eq!(
+            DraftAddress::from(&valid.shipping_address),
+            draft().shipping_address
+        );
+    }
+
+    #[test]
+    fn field_errors_list_every_field_in_one_line() {
+        let mut errors = FieldErrors::default();
+        assert!(errors.is_empty());
+        errors.add("currency", "is not ISO 4217");
+        errors.add("customer_id", "must not be empty");
+        errors.add("currency", "a second problem is not listed");
+        assert!(!errors.is_empty());
+        assert_eq!(
+            errors.to_string(),
+            "invalid order: currency is not ISO 4217; customer_id must not be empty"
+        );
+    }
+
+    #[test]
+    fn the_total_may_reach_the_money_limit_but_not_pass_it() {
+        let mut at = draft();
+        at.items = vec![DraftLine {
+            sku: "SKU-1".into(),
+            quantity: 100,
+            unit_price_minor: contract::MAX_MONEY_MINOR / 100,
+        }];
+        assert!(at.clone().validate().is_ok());
+        let mut over = at;
+        over.items.push(DraftLine {
+            sku: "SKU-2".into(),
+            quantity: 1,
+            unit_price_minor: 1,
+        });
+        let errors = over.validate().unwrap_err();
+        assert!(errors.0.contains_key("items"), "{errors}");
+    }
+
+    #[test]
+    fn only_confirmed_and_cancelled_are_terminal() {
+        assert!(Status::Confirmed.is_terminal());
+        assert!(cancelled("TIMEOUT").is_terminal());
+        assert!(!Status::Pending.is_terminal());
+        assert!(!cancelling("TIMEOUT").is_terminal());
+    }
 }
