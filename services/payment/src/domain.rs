@@ -557,4 +557,62 @@ mod tests {
             Some(FailReason::CustomerBlocked)
         );
     }
+
+    #[test]
+    fn money_and_currencies_show_what_they_hold() {
+        let money = eur(1250);
+        assert_eq!(money.currency.as_str(), "EUR");
+        assert_eq!(money.currency.to_string(), "EUR");
+        assert_eq!(money.to_string(), "1250 EUR");
+    }
+
+    #[test]
+    fn fail_reasons_round_trip_through_their_codes() {
+        for reason in [FailReason::CustomerBlocked, FailReason::InsufficientFunds] {
+            assert_eq!(FailReason::from_code(reason.code()), Some(reason));
+        }
+        assert_eq!(FailReason::from_code("SOMETHING_ELSE"), None);
+    }
+
+    #[test]
+    fn every_state_has_its_status_name() {
+        let failure = Failure {
+            customer_id: alice(),
+            amount: eur(1),
+            reason: FailReason::InsufficientFunds,
+        };
+        let named = [
+            (PaymentState::None, None),
+            (PaymentState::Captured(capture(1)), Some("CAPTURED")),
+            (PaymentState::Failed(failure), Some("FAILED")),
+            (
+                PaymentState::Refunded {
+                    capture: capture(1),
+                    reason: "TIMEOUT".into(),
+                },
+                Some("REFUNDED"),
+            ),
+            (PaymentState::Void, Some("VOID")),
+        ];
+        for (state, status) in named {
+            assert_eq!(state.status(), status, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_decision_is_a_noop_only_when_it_changes_nothing() {
+        let current = PaymentState::Captured(capture(5));
+        assert!(Decision::unchanged(&current).is_noop(&current));
+        let other_state = Decision::unchanged(&PaymentState::Void);
+        assert!(!other_state.is_noop(&current));
+        let mut with_ledger = Decision::unchanged(&current);
+        with_ledger.ledger = Some(Ledger::Debit {
+            customer_id: alice(),
+            amount: eur(5),
+        });
+        assert!(!with_ledger.is_noop(&current));
+        let mut with_event = Decision::unchanged(&current);
+        with_event.emit.push(Emit::Completed(capture(5)));
+        assert!(!with_event.is_noop(&current));
+    }
 }
