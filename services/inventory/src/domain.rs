@@ -793,4 +793,51 @@ mod tests {
             assert_eq!(status.as_str().parse::<Status>(), Ok(status));
         }
     }
+
+    #[test]
+    fn ids_and_skus_show_what_they_hold() {
+        let id = OrderId::parse("o-1").unwrap();
+        assert_eq!((id.as_str(), id.to_string().as_str()), ("o-1", "o-1"));
+        let widget = sku("WIDGET-1");
+        assert_eq!(widget.as_str(), "WIDGET-1");
+        assert_eq!(widget.to_string(), "WIDGET-1");
+        assert_eq!(String::from(widget.clone()), "WIDGET-1");
+        // Through serde, as the HTTP API and the seed file read it.
+        let json = serde_json::to_string(&widget).unwrap();
+        assert_eq!(json, "\"WIDGET-1\"");
+        assert_eq!(serde_json::from_str::<Sku>(&json).unwrap(), widget);
+        assert!(serde_json::from_str::<Sku>("\"a/b\"").is_err());
+    }
+
+    #[test]
+    fn a_reservation_keeps_its_lines_until_void() {
+        let lines = vec![line("WIDGET-1", 2)];
+        let reserved = Reservation::Reserved {
+            lines: lines.clone(),
+        };
+        assert_eq!(reserved.lines(), lines.as_slice());
+        assert!(Reservation::Void.lines().is_empty());
+        assert!(Reservation::Absent.lines().is_empty());
+    }
+
+    #[test]
+    fn a_decision_is_a_noop_only_when_it_changes_nothing() {
+        let before = Reservation::Reserved {
+            lines: vec![line("WIDGET-1", 2)],
+        };
+        assert!(Decision::unchanged(&before).is_noop(&before));
+        assert!(!Decision::unchanged(&Reservation::Void).is_noop(&before));
+        let mut moves = Decision::unchanged(&before);
+        moves.stock.push(StockMove::Release {
+            sku: sku("WIDGET-1"),
+            quantity: 2,
+        });
+        assert!(!moves.is_noop(&before));
+        let mut emits = Decision::unchanged(&before);
+        emits.emit.push(Emit::StockReservationFailed {
+            reason: "OUT_OF_STOCK".into(),
+            missing_skus: vec![],
+        });
+        assert!(!emits.is_noop(&before));
+    }
 }
