@@ -5,7 +5,7 @@ SHELL := /bin/bash
 TOOLS_DIR ?= $(or $(CHOREO_TOOLS_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/choreo/tools)
 export CHOREO_TOOLS_DIR := $(TOOLS_DIR)
 
-.PHONY: help tools build run test lint fmt bench profile clean-data
+.PHONY: help tools build run test lint fmt bench profile mutants clean-data
 
 help:
 	@echo "make run    — build and start the whole local stack (Apache Kafka, registry, five services)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  — saga throughput and latency on a fresh local stack (release build)"
 	@echo "make profile — the bench under perf: CPU per process, library and function (./profile)"
 	@echo "make lint   — rustfmt and clippy, warnings as errors"
+	@echo "make mutants — mutation testing of the checker, the apply step and the domains (cargo-mutants)"
 	@echo "make up / make down / make logs — the docker compose stack (deploy/)"
 
 tools:
@@ -31,6 +32,9 @@ run: tools build
 test: tools
 	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
+
+mutants:
+	scripts/mutants.sh
 
 lint:
 	cargo fmt --all -- --check
