@@ -560,4 +560,63 @@ mod tests {
         }
         assert!(OrderId::parse("").is_err());
     }
+
+    #[test]
+    fn an_invalid_consignment_fails_the_step_at_once_and_only_once() {
+        let d = decide(
+            &Shipment::Absent,
+            &Input::InvalidConsignment(consignment("DE")),
+            &routing(),
+            &fresh(),
+        );
+        assert_eq!(
+            d,
+            Decision {
+                state: Shipment::Failed {
+                    consignment: consignment("DE"),
+                },
+                emit: vec![Emit::ShipmentManifestFailed {
+                    reason: reasons::INVALID_DATA.to_owned(),
+                }],
+            }
+        );
+        // Redelivered: the Failed row makes it a no-op.
+        let again = decide(
+            &d.state,
+            &Input::InvalidConsignment(consignment("DE")),
+            &routing(),
+            &fresh(),
+        );
+        assert!(again.is_noop(&d.state), "{again:?}");
+    }
+
+    #[test]
+    fn ids_and_countries_show_what_they_hold() {
+        let id = OrderId::parse("o-1").unwrap();
+        assert_eq!((id.as_str(), id.to_string().as_str()), ("o-1", "o-1"));
+        assert_eq!(Country::parse("DE").unwrap().to_string(), "DE");
+    }
+
+    #[test]
+    fn every_shipment_but_absent_and_void_keeps_its_consignment() {
+        assert_eq!(manifested().consignment(), Some(&consignment("DE")));
+        let failed = Shipment::Failed {
+            consignment: consignment("US"),
+        };
+        assert_eq!(failed.consignment(), Some(&consignment("US")));
+        assert_eq!(Shipment::Absent.consignment(), None);
+        assert_eq!(Shipment::Void.consignment(), None);
+    }
+
+    #[test]
+    fn a_decision_is_a_noop_only_when_it_changes_nothing() {
+        let before = manifested();
+        assert!(Decision::unchanged(&before).is_noop(&before));
+        assert!(!Decision::unchanged(&Shipment::Void).is_noop(&before));
+        let mut emits = Decision::unchanged(&before);
+        emits
+            .emit
+            .push(Emit::ShipmentManifestFailed { reason: "x".into() });
+        assert!(!emits.is_noop(&before));
+    }
 }
