@@ -329,6 +329,17 @@ pub(crate) mod tests {
         assert_eq!(Money::new(-1999, "GBP").to_string(), "-19.99 GBP");
         assert_eq!(Money::new(500, "JPY").to_string(), "500 JPY");
         assert_eq!(Money::new(1500, "KWD").to_string(), "1.500 KWD");
+        assert_eq!(
+            Money::new(0, "EUR").to_string(),
+            "0.00 EUR",
+            "no sign on zero"
+        );
+    }
+
+    #[test]
+    fn an_order_id_shows_what_it_holds() {
+        let id = OrderId::parse("o-1").unwrap();
+        assert_eq!((id.as_str(), id.to_string().as_str()), ("o-1", "o-1"));
     }
 
     #[test]
