@@ -12,6 +12,44 @@ use choreo_testkit::{eventually, topics, TestStack};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+/// Produces an `OrderConfirmed` of `total` for `order_id` (the order's key,
+/// so one partition); returns its partition and offset.
+async fn confirm(
+    producer: &FutureProducer,
+    codec: &Codec,
+    order_id: &str,
+    total: i64,
+) -> anyhow::Result<(i32, i64)> {
+    let event = OrderConfirmed {
+        metadata: EventMetadata::new(order_id, "test", None),
+        total_minor: total,
+        currency: "EUR".into(),
+    };
+    let bytes = codec.encode(&event).await?;
+    let delivered = producer
+        .send(
+            FutureRecord::to(OrderConfirmed::TOPIC.name())
+                .key(order_id)
+                .payload(&bytes),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    Ok((delivered.partition, delivered.offset))
+}
+
+/// Inbox entries of the `inventory` consumer: one per event applied.
+async fn inbox_entries(db: &Db) -> anyhow::Result<i64> {
+    let mut uow = db.begin().await?;
+    let seen: i64 = choreo_outbox::sqlx::query_scalar(
+        "SELECT COUNT(*) FROM inbox WHERE consumer = 'inventory'",
+    )
+    .fetch_one(uow.conn())
+    .await?;
+    uow.rollback().await?;
+    Ok(seen)
+}
+
 /// Fails the event with `total_minor == 1` three times (retryable), then
 /// succeeds; records the order in which events were applied.
 #[derive(Default)]
@@ -53,21 +91,7 @@ async fn a_retryable_failure_is_retried_in_place_and_nothing_overtakes_it() -> a
     let order_id = uuid::Uuid::new_v4().to_string();
     let producer: FutureProducer = kafka.producer_config().create()?;
     for total in [1, 2] {
-        let event = OrderConfirmed {
-            metadata: EventMetadata::new(&order_id, "test", None),
-            total_minor: total,
-            currency: "EUR".into(),
-        };
-        let bytes = codec.encode(&event).await?;
-        producer
-            .send(
-                FutureRecord::to(OrderConfirmed::TOPIC.name())
-                    .key(&order_id)
-                    .payload(&bytes),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
+        confirm(&producer, &codec, &order_id, total).await?;
     }
 
     let handler = Arc::new(Flaky::default());
@@ -107,14 +131,7 @@ async fn a_retryable_failure_is_retried_in_place_and_nothing_overtakes_it() -> a
         "nothing dead-lettered"
     );
     // Each event's effect was committed once: its inbox entry exists once.
-    let mut uow = db.begin().await?;
-    let seen: i64 = choreo_outbox::sqlx::query_scalar(
-        "SELECT COUNT(*) FROM inbox WHERE consumer = 'inventory'",
-    )
-    .fetch_one(uow.conn())
-    .await?;
-    uow.rollback().await?;
-    assert_eq!(seen, 2);
+    assert_eq!(inbox_entries(&db).await?, 2);
     Ok(())
 }
 
@@ -174,22 +191,7 @@ async fn a_crash_after_commit_before_the_offset_store_redelivers_and_applies_onc
     let producer: FutureProducer = kafka.producer_config().create()?;
     let mut positions = Vec::new();
     for total in [1, 2, 3] {
-        let event = OrderConfirmed {
-            metadata: EventMetadata::new(&order_id, "test", None),
-            total_minor: total,
-            currency: "EUR".into(),
-        };
-        let bytes = codec.encode(&event).await?;
-        let delivered = producer
-            .send(
-                FutureRecord::to(OrderConfirmed::TOPIC.name())
-                    .key(&order_id)
-                    .payload(&bytes),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)?;
-        positions.push((delivered.partition, delivered.offset));
+        positions.push(confirm(&producer, &codec, &order_id, total).await?);
     }
     let (partition, second) = positions[1];
 
@@ -256,13 +258,6 @@ async fn a_crash_after_commit_before_the_offset_store_redelivers_and_applies_onc
         HashMap::from([(1, 1), (2, 1), (3, 1)]),
         "each event applied exactly once over both lives"
     );
-    let mut uow = db.begin().await?;
-    let seen: i64 = choreo_outbox::sqlx::query_scalar(
-        "SELECT COUNT(*) FROM inbox WHERE consumer = 'inventory'",
-    )
-    .fetch_one(uow.conn())
-    .await?;
-    uow.rollback().await?;
-    assert_eq!(seen, 3);
+    assert_eq!(inbox_entries(&db).await?, 3);
     Ok(())
 }

@@ -147,6 +147,16 @@ impl HandlerError {
         Self::Permanent(reason.to_string())
     }
 
+    /// Retryable or permanent as the cause says (`retryable`), e.g. a
+    /// service's storage error that knows whether trying again can help.
+    pub fn classified(retryable: bool, reason: impl fmt::Display) -> Self {
+        if retryable {
+            Self::retryable(reason)
+        } else {
+            Self::permanent(reason)
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable(_))
     }

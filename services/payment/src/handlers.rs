@@ -25,15 +25,7 @@ impl From<storage::Error> for HandlerError {
     fn from(e: storage::Error) -> Self {
         // The driver's message is kept: the DLQ reason is all an operator
         // sees.
-        let reason = match &e {
-            storage::Error::Sql(sql) => format!("storage: {sql}"),
-            other => other.to_string(),
-        };
-        if e.is_retryable() {
-            HandlerError::retryable(reason)
-        } else {
-            HandlerError::permanent(reason)
-        }
+        HandlerError::classified(e.is_retryable(), format!("storage: {e}"))
     }
 }
 
