@@ -12,7 +12,7 @@ use std::time::Duration;
 use choreo_cli::dlq::{self, ReplayArgs};
 use choreo_cli::order::{self, PlaceArgs};
 use choreo_cli::output::Progress;
-use choreo_cli::reconcile::{self, Check, Endpoints, Reconciler, Report};
+use choreo_cli::reconcile::{self, Check, Reconciler, Report};
 use choreo_cli::trace::{self, StuckArgs, TraceArgs};
 use choreo_cli::watch::{self, WatchArgs};
 use choreo_cli::{wire, Connection, Output};
@@ -20,20 +20,12 @@ use choreo_testkit::api::{order_body, Api};
 use choreo_testkit::{bin_dir, eventually, kcat, repo_root, topics, TestStack};
 use serde_json::Value;
 
+mod common;
+
 const SAGA: Duration = Duration::from_secs(60);
 
 fn conn(stack: &TestStack) -> Connection {
     Connection::new(stack.brokers(), stack.registry_url())
-}
-
-fn endpoints(stack: &TestStack) -> Endpoints {
-    Endpoints {
-        order: stack.service_url("order"),
-        inventory: stack.service_url("inventory"),
-        payment: stack.service_url("payment"),
-        courier: stack.service_url("courier"),
-        communication: stack.service_url("communication"),
-    }
 }
 
 fn seeds() -> (HashMap<String, i64>, HashMap<String, i64>) {
@@ -277,7 +269,7 @@ async fn follow_purchases_on_the_topics_and_reconcile() -> anyhow::Result<()> {
     // reconcile: a clean run has no violation…
     let (stock, balances) = seeds();
     let mail_dir = stack.service_data_dir("communication").join("mail");
-    let reconciler = Reconciler::new(conn.clone(), endpoints(&stack))
+    let reconciler = Reconciler::new(conn.clone(), common::endpoints(&stack))
         .initial_stock(stock.clone())
         .initial_balances(balances)
         .mail_dir(&mail_dir);

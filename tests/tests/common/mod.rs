@@ -1,8 +1,21 @@
-//! Shared by several end-to-end suites (each includes it with `mod common;`).
+//! Shared by several end-to-end suites (each includes it with `mod common;`
+//! and uses part of it).
+#![allow(dead_code)]
 
 use choreo_cli::reconcile::{self, Endpoints, Reconciler};
 use choreo_cli::Connection;
 use choreo_testkit::{repo_root, TestStack};
+
+/// The HTTP endpoints of a test stack's five services.
+pub fn endpoints(stack: &TestStack) -> Endpoints {
+    Endpoints {
+        order: stack.service_url("order"),
+        inventory: stack.service_url("inventory"),
+        payment: stack.service_url("payment"),
+        courier: stack.service_url("courier"),
+        communication: stack.service_url("communication"),
+    }
+}
 
 /// `choreo reconcile`'s checker for a test stack: its broker, registry and
 /// services, the seed stock and balances, Communication's mail folder.
@@ -11,13 +24,7 @@ pub fn reconciler(stack: &TestStack) -> anyhow::Result<Reconciler> {
     let seeds = repo_root().join("deploy/seed");
     Ok(Reconciler::new(
         Connection::new(stack.brokers(), stack.registry_url()),
-        Endpoints {
-            order: stack.service_url("order"),
-            inventory: stack.service_url("inventory"),
-            payment: stack.service_url("payment"),
-            courier: stack.service_url("courier"),
-            communication: stack.service_url("communication"),
-        },
+        endpoints(stack),
     )
     .initial_stock(reconcile::load_stock(&seeds.join("stock.json"))?)
     .initial_balances(reconcile::load_balances(&seeds.join("accounts.json"))?)
