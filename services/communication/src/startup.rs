@@ -34,6 +34,7 @@ impl Application {
         match &transport {
             Transport::File(files) => info!(dir = %files.dir().display(), "mails go to files"),
             Transport::Smtp(_) => info!("mails go over SMTP"),
+            Transport::Memory(_) => info!("mails are kept in memory"),
         }
         let host = Host::connect(settings.common)
             .await

@@ -16,12 +16,18 @@
 //! a second. lettre's own `FileTransport` is not used because it names
 //! files by a random UUID.
 //!
+//! The in-memory mailbox ([`MemoryTransport`]) keeps the same rule — one
+//! entry per file name — for the simulation, which counts what a customer
+//! would receive without touching the disk.
+//!
 //! SMTP cannot take a mail back, so there the same crash window can deliver
 //! a mail twice (with the same Message-ID, which mail clients deduplicate).
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use choreo_outbox::UnitOfWork;
 
@@ -59,6 +65,8 @@ const FLUSH_KEY: &str = "mail files durable";
 pub enum Transport {
     File(FileTransport),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Kept in this process (the simulation); never chosen by [`Transport::new`].
+    Memory(MemoryTransport),
 }
 
 impl Transport {
@@ -80,6 +88,10 @@ impl Transport {
                 .await
                 .map(drop)
                 .map_err(Into::into),
+            Transport::Memory(mailbox) => {
+                mailbox.send(mail);
+                Ok(())
+            }
         }
     }
 
@@ -158,6 +170,46 @@ fn percent_decode(text: &str) -> Result<String, String> {
         }
     }
     String::from_utf8(out).map_err(|_| "the user info is not UTF-8".to_owned())
+}
+
+/// A mailbox in memory with the file transport's naming: sending the same
+/// mail again replaces its entry, a mail with another Message-ID adds one.
+/// Cheap to clone; clones share the mailbox.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryTransport {
+    mails: Arc<Mutex<BTreeMap<String, SentMail>>>,
+}
+
+/// What [`MemoryTransport`] kept of a mail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentMail {
+    /// `<file_safe_id>.<TEMPLATE>`, as [`Mail::name`].
+    pub name: String,
+    pub message_id: String,
+    pub recipient: String,
+    /// How many times this very mail was sent (re-sends after a crash).
+    pub sends: usize,
+}
+
+impl MemoryTransport {
+    fn send(&self, mail: &Mail) {
+        let mut mails = self.mails.lock().unwrap_or_else(|p| p.into_inner());
+        mails
+            .entry(file_name(&mail.name, &mail.message_id))
+            .and_modify(|sent| sent.sends += 1)
+            .or_insert_with(|| SentMail {
+                name: mail.name.clone(),
+                message_id: mail.message_id.clone(),
+                recipient: mail.recipient.clone(),
+                sends: 1,
+            });
+    }
+
+    /// Every distinct mail sent so far, by file name.
+    pub fn sent(&self) -> Vec<SentMail> {
+        let mails = self.mails.lock().unwrap_or_else(|p| p.into_inner());
+        mails.values().cloned().collect()
+    }
 }
 
 /// One `.eml` file per mail, named after the mail, written atomically.

@@ -14,6 +14,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -155,6 +157,39 @@ impl Applied {
     }
 }
 
+/// Where the order rules read the time (creation, status changes, which
+/// deadlines have passed): the wall clock, or a clock its owner sets — the
+/// simulation moves time itself instead of sleeping.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    /// Milliseconds since the Unix epoch, as last [`set`](Clock::set).
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// A manual clock showing `now_ms`.
+    pub fn manual(now_ms: i64) -> Self {
+        Clock::Manual(Arc::new(AtomicI64::new(now_ms)))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => chrono::Utc::now().timestamp_millis(),
+            Clock::Manual(now) => now.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock to `now_ms` (every clone sees it); the system
+    /// clock cannot be set and ignores it.
+    pub fn set(&self, now_ms: i64) {
+        if let Clock::Manual(now) = self {
+            now.store(now_ms, Ordering::SeqCst);
+        }
+    }
+}
+
 /// The order service's operations, shared by the consumer, HTTP and the
 /// deadline timer. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -162,6 +197,7 @@ pub struct Orders {
     db: Db,
     emitter: Emitter,
     deadline: Duration,
+    clock: Clock,
     changes: watch::Sender<u64>,
 }
 
@@ -171,8 +207,14 @@ impl Orders {
             db,
             emitter,
             deadline,
+            clock: Clock::System,
             changes: watch::Sender::new(0),
         }
+    }
+
+    /// The same operations reading the time from `clock`.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Orders { clock, ..self }
     }
 
     pub fn db(&self) -> &Db {
@@ -214,7 +256,7 @@ impl Orders {
             return Ok(Placed::Existing(existing));
         }
         let valid = cmd.draft.validate().map_err(OrderError::Invalid)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let record = OrderRecord {
             order_id: order_id.to_owned(),
             idempotency_key: cmd.idempotency_key.clone(),
@@ -312,7 +354,7 @@ impl Orders {
                 order_id,
                 &state.status,
                 &decision.status,
-                now_ms(),
+                self.clock.now_ms(),
             )
             .await?
         {
@@ -360,6 +402,28 @@ impl Orders {
         Ok(applied)
     }
 
+    /// The customer cancels `order_id` (HTTP `DELETE /orders/{id}`), in a
+    /// unit of work of its own. An order that has already finished is left
+    /// as it is and returned in `before`, for the caller to refuse.
+    pub async fn cancel(&self, order_id: &str) -> Result<Applied, OrderError> {
+        let mut uow = self.db.begin().await?;
+        let applied = self
+            .apply(
+                &mut uow,
+                order_id,
+                &Input::CustomerCancelled { detail: None },
+                Cause::Customer,
+            )
+            .await?;
+        if applied.before.is_terminal() {
+            uow.rollback().await?;
+            return Ok(applied);
+        }
+        uow.commit().await?;
+        self.notify_changed();
+        Ok(applied)
+    }
+
     /// Emits `event` through the outbox and records it in the timeline.
     async fn emit<E: Event>(&self, uow: &mut UnitOfWork<'_>, event: &E) -> Result<(), OrderError> {
         self.emitter.emit(uow, event).await?;
@@ -393,7 +457,7 @@ impl Orders {
                             context: "acquiring a connection",
                             source,
                         })?;
-                storage::due(&mut conn, now_ms(), BATCH).await?
+                storage::due(&mut conn, self.clock.now_ms(), BATCH).await?
             };
             let batch_len = due.len();
             let mut progressed = false;
@@ -585,8 +649,4 @@ impl Handler for Orders {
         }
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 use choreo_events::{contract, Address, OrderLine};
 
-use crate::domain::{DraftAddress, DraftLine, FieldErrors, Input, OrderDraft, OrderId, Status};
-use crate::handlers::{Cause, OrderError, Orders, PlaceCommand, Placed};
+use crate::domain::{DraftAddress, DraftLine, FieldErrors, OrderDraft, OrderId, Status};
+use crate::handlers::{OrderError, Orders, PlaceCommand, Placed};
 use crate::storage::{self, ListError, OrderRecord, StorageError, TimelineEntry};
 
 /// Longest a `?wait=terminal` request is held.
@@ -469,24 +469,13 @@ async fn cancel(
     State(orders): State<Orders>,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut uow = orders.db().begin().await?;
-    let applied = orders
-        .apply(
-            &mut uow,
-            &order_id,
-            &Input::CustomerCancelled { detail: None },
-            Cause::Customer,
-        )
-        .await?;
+    let applied = orders.cancel(&order_id).await?;
     if applied.before.is_terminal() {
-        uow.rollback().await?;
         return Err(ApiError::Conflict(format!(
             "order is already {}",
             applied.before.name()
         )));
     }
-    uow.commit().await?;
-    orders.notify_changed();
     // Read after commit: on SQLite the unit of work held the only
     // connection.
     let (_, view) = load(&orders, &order_id).await?;
