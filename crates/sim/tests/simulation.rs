@@ -23,8 +23,8 @@ async fn every_invariant_holds_over_two_thousand_schedules() {
     }
     let settings = Settings::from_env().unwrap();
     let summary = choreo_sim::simulate(&settings, |_| {}).await.unwrap();
-    println!("{summary}");
     assert!(summary.failure.is_none(), "{summary}");
+    println!("{summary}");
     assert_eq!(summary.schedules, settings.schedules);
 }
 
