@@ -5,7 +5,7 @@ SHELL := /bin/bash
 TOOLS_DIR ?= $(or $(CHOREO_TOOLS_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/choreo/tools)
 export CHOREO_TOOLS_DIR := $(TOOLS_DIR)
 
-.PHONY: help tools build run test lint fmt bench profile mutants clean-data
+.PHONY: simulate sim-mutations help tools build run test lint fmt bench profile mutants clean-data
 
 help:
 	@echo "make run    — build and start the whole local stack (Apache Kafka, registry, five services)"
@@ -16,6 +16,8 @@ help:
 	@echo "make profile — the bench under perf: CPU per process, library and function (./profile)"
 	@echo "make lint   — rustfmt and clippy, warnings as errors"
 	@echo "make mutants — mutation testing of the checker, the apply step and the domains (cargo-mutants)"
+	@echo "make simulate — the saga simulation at length: 100,000 seeded schedules (CHOREO_SIM_SCHEDULES, CHOREO_SIM_SEED)"
+	@echo "make sim-mutations — break four saga rules one at a time and show the simulation finds each"
 	@echo "make up / make down / make logs — the docker compose stack (deploy/)"
 
 tools:
@@ -35,6 +37,13 @@ test: tools
 
 mutants:
 	scripts/mutants.sh
+
+# No broker needed: the simulation runs the services' code in one process.
+simulate:
+	cargo run --release -q -p choreo-sim
+
+sim-mutations:
+	scripts/sim-mutations.sh
 
 lint:
 	cargo fmt --all -- --check
