@@ -131,6 +131,7 @@ pub async fn run(world: &mut World, spec: &Spec, max_orders: usize) -> anyhow::R
     check::seed(world, &scenario, &names).await?;
     world.clock.set(EPOCH_MS);
     world.set_deadline(scenario.deadline_ms);
+    world.set_served(&scenario.served)?;
     let orders = world.orders.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(
         spec.seed ^ 0x9e37_79b9_7f4a_7c15 ^ spec.salt.wrapping_mul(0xbf58_476d_1ce4_e5b9),
@@ -291,28 +292,17 @@ impl Run<'_> {
                             ));
                         }
                     }
-                    self.log.push(format!(
-                        "POST /orders{again}: {} for {} ({} lines, total {}, to {})",
-                        self.short(&id),
-                        self.short(&self.names.customer(plan.customer)),
-                        plan.lines.len(),
-                        plan.total_minor(),
-                        plan.country
-                    ));
+                    let order = self.describe(&plan, &id);
+                    self.log.push(format!("POST /orders{again}: {order}"));
                     self.dirty.insert(Service::Order);
                 }
                 Via::Command => {
                     let command = self.command(&plan, &id, &key);
                     self.bus
                         .publish(Topic::OrderRequests.name(), &id, command.into());
-                    self.log.push(format!(
-                        "PlaceOrder{again} on order-requests: {} for {} ({} lines, total {}, to {})",
-                        self.short(&id),
-                        self.short(&self.names.customer(plan.customer)),
-                        plan.lines.len(),
-                        plan.total_minor(),
-                        plan.country
-                    ));
+                    let order = self.describe(&plan, &id);
+                    self.log
+                        .push(format!("PlaceOrder{again} on order-requests: {order}"));
                 }
             }
         }
@@ -320,6 +310,18 @@ impl Run<'_> {
             self.to_cancel.push(index);
         }
         Ok(())
+    }
+
+    /// `o3 for c1 (2 lines, total 3400, to DE)`, for the log.
+    fn describe(&self, plan: &PlannedOrder, id: &str) -> String {
+        format!(
+            "{} for {} ({} lines, total {}, to {})",
+            self.short(id),
+            self.short(&self.names.customer(plan.customer)),
+            plan.lines.len(),
+            plan.total_minor(),
+            plan.country
+        )
     }
 
     fn draft(&self, plan: &PlannedOrder) -> OrderDraft {

@@ -22,7 +22,7 @@ use crate::world::World;
 const BUDGET: usize = 600;
 
 /// Salts tried for each smaller set of orders.
-const SALTS: u64 = 8;
+const SALTS: u64 = 16;
 
 struct Search<'a> {
     registry: &'a Arc<TestRegistry>,

@@ -26,10 +26,6 @@ use choreo_payment::PaymentHandler;
 use choreo_testkit::service::TestRegistry;
 use tempfile::TempDir;
 
-/// The countries the simulated courier serves; orders to any other are
-/// refused by it.
-pub const SERVED: &[&str] = &["DE", "FR"];
-
 /// Where every schedule's clock starts (2026-01-01T00:00:00Z).
 pub const EPOCH_MS: i64 = 1_767_225_600_000;
 
@@ -151,15 +147,8 @@ impl World {
         let payment = open(&dir, Service::Payment).await?;
         let courier = open(&dir, Service::Courier).await?;
         let communication = open(&dir, Service::Communication).await?;
-        let countries = SERVED
-            .iter()
-            .map(|c| Country::parse(c))
-            .collect::<Result<BTreeSet<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("served countries: {e}"))?;
-        let routing = Routing {
-            countries,
-            carrier: "SIMPOST".to_owned(),
-        };
+        // Each schedule sets its own (`set_served`).
+        let routing = routing(&["DE"])?;
         let from = "choreo <orders@choreo.local>"
             .parse()
             .context("the sender address")?;
@@ -206,6 +195,13 @@ impl World {
             .with_clock(self.clock.clone());
     }
 
+    /// The countries courier serves from now on.
+    pub fn set_served(&mut self, countries: &[&str]) -> anyhow::Result<()> {
+        self.courier.1 =
+            CourierHandler::new(self.emitter.clone(), Backend::Sqlite, routing(countries)?);
+        Ok(())
+    }
+
     pub fn db(&self, service: Service) -> &Db {
         match service {
             Service::Order => &self.order_db,
@@ -237,6 +233,18 @@ impl World {
             }
         }
     }
+}
+
+fn routing(countries: &[&str]) -> anyhow::Result<Routing> {
+    let countries = countries
+        .iter()
+        .map(|c| Country::parse(c))
+        .collect::<Result<BTreeSet<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("served countries: {e}"))?;
+    Ok(Routing {
+        countries,
+        carrier: "SIMPOST".to_owned(),
+    })
 }
 
 /// A temporary folder for a world's databases: in memory-backed `/dev/shm`
