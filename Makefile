@@ -40,7 +40,7 @@ mutants:
 
 # No broker needed: the simulation runs the services' code in one process.
 simulate:
-	cargo run --release -q -p choreo-sim
+	cargo run --release -q -p choreo-sim --example simulate
 
 sim-mutations:
 	scripts/sim-mutations.sh

@@ -1,4 +1,4 @@
-//! `choreo-sim`: the simulation at length (`make simulate`).
+//! The simulation at length: `make simulate`.
 //!
 //! Runs `CHOREO_SIM_SCHEDULES` schedules (default 100,000 here) from
 //! `CHOREO_SIM_FIRST_SEED` (default: drawn, and printed), showing progress;
