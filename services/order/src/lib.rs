@@ -12,12 +12,14 @@
 //! - [`config`]: [`Settings`] from the environment.
 //! - [`domain`]: validation and the pure state machine ([`domain::decide`]).
 //! - [`handlers`]: [`handlers::Orders`] — load, decide, save, emit; the
-//!   bus handler and the deadline timer.
+//!   bus handler.
+//! - [`deadline`]: the [`deadline::Clock`] and the deadline timer.
 //! - [`storage`]: the `orders` and `order_timeline` tables.
 //! - [`http`]: the REST API.
 //! - [`startup`]: [`Application`], wiring it all onto `choreo_bus::Host`.
 
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod handlers;
 pub mod http;

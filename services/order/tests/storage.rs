@@ -11,6 +11,7 @@ use choreo_events::{
     reasons, AnyEvent, CancelOrder, OrderRequest, OrdersEvent, PaymentCompleted, PaymentFailed,
     ShipmentCancelled, StockReleased, StockReservationFailed, StockReserved,
 };
+use choreo_order::deadline::Clock;
 
 use crate::common::{deliver, meta, place_order, request, Backend, TestEnv};
 
@@ -236,9 +237,11 @@ async fn happy_path_confirms_and_bad_input_is_permanent(backend: Backend) {
 
 async fn deadline_cancels_once_across_replicas(backend: Backend) {
     let env = TestEnv::new(backend).await;
-    let short = Duration::from_millis(1);
-    let orders = env.orders(short);
-    let replica = env.replica(short).await;
+    // Both replicas read one clock, moved by the test: no sleeping.
+    let clock = Clock::manual(1_767_225_600_000);
+    let deadline = Duration::from_secs(30);
+    let orders = env.orders(deadline).with_clock(clock.clone());
+    let replica = env.replica(deadline).await.with_clock(clock.clone());
 
     for id in ["d-1", "d-2", "d-3"] {
         deliver(&orders, "order-requests", request(place_order(id, None)))
@@ -255,7 +258,9 @@ async fn deadline_cancels_once_across_replicas(backend: Backend) {
     deliver(&orders, "payments", payment_completed("d-3"))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    clock.set(clock.now_ms() + 29_999);
+    assert_eq!(orders.expire_due().await.unwrap(), 0, "not due yet");
+    clock.set(clock.now_ms() + 1);
 
     let (a, b) = tokio::join!(orders.expire_due(), replica.expire_due());
     assert_eq!(
