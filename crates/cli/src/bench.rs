@@ -40,12 +40,11 @@ use tokio::sync::oneshot;
 
 use crate::Connection;
 
-/// Deliveries (consumer receptions) one happy-path saga causes: PlaceOrder
-/// (order), OrderPlaced (inventory, courier, payment, communication),
-/// StockReserved (order, courier), ShipmentManifested (order, payment),
-/// PaymentCompleted (order, courier), OrderConfirmed (inventory, courier,
-/// payment, communication).
-pub const DELIVERIES_PER_SAGA: u64 = 15;
+/// Deliveries (consumer receptions) one happy-path saga causes, from the
+/// topic catalogue ([`choreo_events::saga::deliveries_per_saga`]).
+pub fn deliveries_per_saga() -> u64 {
+    choreo_events::saga::deliveries_per_saga()
+}
 
 const SKU: &str = "BENCH-1";
 const SKU_SOLDOUT: &str = "BENCH-SOLDOUT";
@@ -601,7 +600,7 @@ impl Tracker {
         let _ = measure_from;
         let ceiling_sagas = ceiling
             .as_ref()
-            .map(|c| c.messages_per_second / DELIVERIES_PER_SAGA as f64);
+            .map(|c| c.messages_per_second / deliveries_per_saga() as f64);
         // CPU cost per saga: CPU time over the whole run (warm-up and drain
         // included) divided by every saga that finished in it. The stack
         // excludes this load generator, which shares the machine here.
@@ -632,7 +631,7 @@ impl Tracker {
             "notified_latency_ms": quantiles(&s.notified),
             "bus_ceiling_messages_per_second": ceiling.as_ref().map(|c| round(c.messages_per_second)),
             "bus_ceiling_produce_per_second": ceiling.as_ref().map(|c| round(c.produce_per_second)),
-            "deliveries_per_saga": DELIVERIES_PER_SAGA,
+            "deliveries_per_saga": deliveries_per_saga(),
             "bus_ceiling_sagas_per_second": ceiling_sagas.map(round),
             "consumer_lag": lag,
             "broker": if args.target_running { "unknown (running stack)".to_owned() } else { format!("Apache Kafka {}", choreo_stack::broker::KAFKA_VERSION) },

@@ -292,6 +292,59 @@ mod tests {
 
     use super::*;
 
+    /// Every step `next_step` can name, over every combination of facts,
+    /// is an event of the catalogue that the named service produces (owns
+    /// the topic of), and every one of those events is one its producer's
+    /// consumers may wait on: the table cannot drift from the topology.
+    #[test]
+    fn every_step_names_an_event_its_service_produces() {
+        let mut named = std::collections::BTreeSet::new();
+        for bits in 0u32..(1 << 14) {
+            let bit = |i: u32| bits & (1 << i) != 0;
+            let facts = Facts {
+                requested: bit(0),
+                placed: bit(1),
+                reserved: bit(2),
+                reservation_failed: bit(3),
+                released: bit(4),
+                manifested: bit(5),
+                manifest_failed: bit(6),
+                shipment_cancelled: bit(7),
+                paid: bit(8),
+                payment_failed: bit(9),
+                refunded: bit(10),
+                confirmed: bit(11),
+                cancelled: bit(12).then(|| reasons::TIMEOUT.to_owned()),
+                notified: bit(13),
+            };
+            let Some((service, events)) = facts.next_step() else {
+                continue;
+            };
+            assert!(SERVICES.contains(&service), "{service} is not a service");
+            for event in events {
+                let entry = SchemaEntry::by_event_type(event)
+                    .unwrap_or_else(|| panic!("{event} is not in the catalogue"));
+                assert_eq!(
+                    entry.topic.owner(),
+                    service,
+                    "{event} is on {}, which {service} does not produce",
+                    entry.topic.name()
+                );
+                named.insert(*event);
+            }
+        }
+        // Every saga event but the customer's commands is waited on somewhere.
+        for entry in catalogue() {
+            if entry.topic != Topic::OrderRequests {
+                assert!(
+                    named.contains(entry.event_type),
+                    "{} is never a step",
+                    entry.event_type
+                );
+            }
+        }
+    }
+
     struct Chain {
         order: String,
         events: Vec<SagaEvent>,

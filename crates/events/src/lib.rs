@@ -43,6 +43,7 @@ pub mod orders;
 pub mod payments;
 pub mod reasons;
 pub mod requests;
+pub mod saga;
 pub mod shipments;
 pub mod topic;
 
