@@ -207,10 +207,7 @@ mod tests {
 
         // A retryable failure: rolled back, inbox entry included.
         let failed = apply("svc", &db, &handler, &msg, root()).await;
-        assert!(
-            matches!(failed, Err(HandlerError::Retryable(_))),
-            "{failed:?}"
-        );
+        assert!(matches!(&failed, Err(e) if e.is_retryable()), "{failed:?}");
         assert_eq!(
             (rows(&db, "outbox").await, rows(&db, "inbox").await),
             (0, 0)
@@ -220,7 +217,7 @@ mod tests {
         handler.mode.store(PANIC, Ordering::SeqCst);
         let panicked = apply("svc", &db, &handler, &msg, root()).await;
         assert!(
-            matches!(&panicked, Err(HandlerError::Permanent(r)) if r.contains("handler panicked: boom")),
+            matches!(&panicked, Err(e) if !e.is_retryable() && e.reason().contains("handler panicked: boom")),
             "{panicked:?}"
         );
         assert_eq!(

@@ -337,10 +337,11 @@ impl<H: Handler> Consumer<H> {
                     metrics::counter!("choreo_consumed_total", "service" => self.spec.service.clone(), "topic" => msg.topic().to_owned()).increment(1);
                     return Outcome::Done;
                 }
-                Err(HandlerError::Permanent(reason)) => {
-                    return self.dead_letter(msg, &reason, attempts, shutdown).await;
+                Err(e) if !e.is_retryable() => {
+                    return self.dead_letter(msg, e.reason(), attempts, shutdown).await;
                 }
-                Err(HandlerError::Retryable(reason)) => {
+                Err(e) => {
+                    let reason = e.reason();
                     metrics::counter!("choreo_retried_total", "service" => self.spec.service.clone()).increment(1);
                     warn!(
                         service = %self.spec.service,

@@ -34,8 +34,32 @@ pub enum Error {
     Storage(#[from] choreo_outbox::Error),
     #[error("codec: {0}")]
     Codec(#[from] crate::codec::CodecError),
-    #[error("configuration: {0}")]
-    Config(String),
+    /// A setting the runtime cannot use.
+    #[error("setting {name} = {value:?}: {reason}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// An operating-system call of the runtime itself failed (a folder, a
+    /// listening socket, the HTTP server).
+    #[error("{doing}")]
+    Io {
+        doing: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// One of the runtime's tasks panicked or was cancelled.
+    #[error("the {task} task stopped abnormally")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The producer dropped a delivery report without an answer (it was
+    /// shutting down); the row stays unpublished and is sent again.
+    #[error("the producer dropped a delivery report without an answer")]
+    DeliveryDropped,
     /// The consumer stopped at a [`CrashPoint`](crate::consumer::CrashPoint)
     /// a test chose, leaving behind what a process killed there would.
     #[error("crashed on purpose after committing {topic}/{partition}/{offset}")]
@@ -55,7 +79,12 @@ impl Error {
             Error::Kafka(e) => produce_failure(e) == ProduceFailure::Retryable,
             Error::Storage(e) => e.is_retryable(),
             Error::Codec(e) => e.is_retryable(),
-            Error::MessageTooLarge { .. } | Error::Config(_) | Error::Crashed { .. } => false,
+            Error::DeliveryDropped => true,
+            Error::MessageTooLarge { .. }
+            | Error::Setting { .. }
+            | Error::Io { .. }
+            | Error::Task { .. }
+            | Error::Crashed { .. } => false,
         }
     }
 }
@@ -128,63 +157,127 @@ fn produce_code_is_permanent(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Errors that know whether trying again can help: each crate's error
+/// implements it, and every one of them becomes a [`HandlerError`] with
+/// `?`, classified by the error itself and keeping it as its source.
+pub trait Classify: std::error::Error + Send + Sync + 'static {
+    /// Whether the same operation, tried again later, can succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+impl Classify for Error {
+    fn is_retryable(&self) -> bool {
+        Error::is_retryable(self)
+    }
+}
+
+impl Classify for choreo_outbox::Error {
+    fn is_retryable(&self) -> bool {
+        choreo_outbox::Error::is_retryable(self)
+    }
+}
+
+impl Classify for crate::codec::CodecError {
+    fn is_retryable(&self) -> bool {
+        crate::codec::CodecError::is_retryable(self)
+    }
+}
+
 /// What a handler (or the decode step before it) reports when a message
-/// could not be applied.
+/// could not be applied: retryable (try the same message again later,
+/// nothing is skipped meanwhile) or permanent (it goes to the dead-letter
+/// topic), with the reason an operator reads in the dead letter and, when
+/// it came from another error, that error as its [`source`].
+///
+/// [`source`]: std::error::Error::source
 #[derive(Debug)]
-pub enum HandlerError {
-    /// Try the same message again later; nothing is skipped meanwhile.
-    Retryable(String),
-    /// The message can never succeed; it goes to the dead-letter topic.
-    Permanent(String),
+pub struct HandlerError {
+    retryable: bool,
+    reason: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl HandlerError {
     pub fn retryable(reason: impl fmt::Display) -> Self {
-        Self::Retryable(reason.to_string())
+        Self::classified(true, reason)
     }
 
     pub fn permanent(reason: impl fmt::Display) -> Self {
-        Self::Permanent(reason.to_string())
+        Self::classified(false, reason)
     }
 
-    /// Retryable or permanent as the cause says (`retryable`), e.g. a
-    /// service's storage error that knows whether trying again can help.
+    /// Retryable or permanent as the caller knows (`retryable`).
     pub fn classified(retryable: bool, reason: impl fmt::Display) -> Self {
-        if retryable {
-            Self::retryable(reason)
-        } else {
-            Self::permanent(reason)
+        Self {
+            retryable,
+            reason: reason.to_string(),
+            source: None,
+        }
+    }
+
+    /// `source`, classified by itself; the reason is `context: ` followed
+    /// by its cause chain.
+    pub fn caused_by<E: Classify>(context: impl fmt::Display, source: E) -> Self {
+        Self {
+            retryable: source.is_retryable(),
+            reason: format!("{context}: {}", cause_chain(&source)),
+            source: Some(Box::new(source)),
         }
     }
 
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Retryable(_))
+        self.retryable
     }
 
+    /// The reason, cause chain included: what the dead letter carries.
     pub fn reason(&self) -> &str {
-        match self {
-            Self::Retryable(r) | Self::Permanent(r) => r,
-        }
+        &self.reason
     }
+}
+
+/// `error` and each of its sources, `: `-separated, leaving out a source
+/// whose text its parent already shows.
+pub fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Retryable(r) => write!(f, "retryable: {r}"),
-            Self::Permanent(r) => write!(f, "permanent: {r}"),
-        }
+        let kind = if self.retryable {
+            "retryable"
+        } else {
+            "permanent"
+        };
+        write!(f, "{kind}: {}", self.reason)
     }
 }
 
-impl std::error::Error for HandlerError {}
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
-impl From<choreo_outbox::Error> for HandlerError {
-    fn from(e: choreo_outbox::Error) -> Self {
-        if e.is_retryable() {
-            Self::Retryable(format!("storage: {e}"))
-        } else {
-            Self::Permanent(format!("storage: {e}"))
+/// Every classified error becomes a handler error with `?`.
+impl<E: Classify> From<E> for HandlerError {
+    fn from(e: E) -> Self {
+        let retryable = e.is_retryable();
+        Self {
+            retryable,
+            reason: cause_chain(&e),
+            source: Some(Box::new(e)),
         }
     }
 }
@@ -192,33 +285,6 @@ impl From<choreo_outbox::Error> for HandlerError {
 impl From<choreo_outbox::sqlx::Error> for HandlerError {
     fn from(e: choreo_outbox::sqlx::Error) -> Self {
         choreo_outbox::Error::from(e).into()
-    }
-}
-
-impl From<crate::codec::CodecError> for HandlerError {
-    fn from(e: crate::codec::CodecError) -> Self {
-        if e.is_retryable() {
-            Self::Retryable(e.to_string())
-        } else {
-            Self::Permanent(e.to_string())
-        }
-    }
-}
-
-impl From<Error> for HandlerError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Storage(e) => e.into(),
-            Error::Codec(e) => e.into(),
-            Error::Kafka(e) => match produce_failure(&e) {
-                ProduceFailure::Retryable => Self::Retryable(format!("kafka: {e}")),
-                ProduceFailure::Permanent => Self::Permanent(format!("kafka: {e}")),
-            },
-            e @ (Error::MessageTooLarge { .. } | Error::Crashed { .. }) => {
-                Self::Permanent(e.to_string())
-            }
-            Error::Config(e) => Self::Permanent(e),
-        }
     }
 }
 
@@ -305,5 +371,25 @@ mod tests {
         let reason = HandlerError::from(refused);
         assert!(!reason.is_retryable());
         assert!(reason.reason().contains("1000001 bytes"), "{reason}");
+        assert!(std::error::Error::source(&reason).is_some());
+    }
+
+    #[test]
+    fn a_handler_error_keeps_its_cause_and_shows_the_chain() {
+        let io = std::io::Error::other("disk full");
+        let e = Error::Io {
+            doing: "writing a mail".into(),
+            source: io,
+        };
+        let handler = HandlerError::caused_by("sending", e);
+        assert!(!handler.is_retryable());
+        assert_eq!(handler.reason(), "sending: writing a mail: disk full");
+        let source = std::error::Error::source(&handler).unwrap();
+        assert_eq!(source.to_string(), "writing a mail");
+        assert_eq!(source.source().unwrap().to_string(), "disk full");
+        assert_eq!(
+            handler.to_string(),
+            "permanent: sending: writing a mail: disk full"
+        );
     }
 }

@@ -202,8 +202,9 @@ impl Host {
     /// Opens the database (outbox/inbox migrations included) and the
     /// registry client. Creates `data_dir`.
     pub async fn connect(settings: CommonSettings) -> crate::Result<Host> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-            crate::Error::Config(format!("creating {}: {e}", settings.data_dir.display()))
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| crate::Error::Io {
+            doing: format!("creating {}", settings.data_dir.display()),
+            source,
         })?;
         // The recorder must exist before the first counter is touched, or
         // everything counted before the first scrape is lost.
@@ -221,7 +222,10 @@ impl Host {
     pub async fn bind(&self) -> crate::Result<TcpListener> {
         TcpListener::bind(self.settings.http_addr)
             .await
-            .map_err(|e| crate::Error::Config(format!("binding {}: {e}", self.settings.http_addr)))
+            .map_err(|source| crate::Error::Io {
+                doing: format!("binding {}", self.settings.http_addr),
+                source,
+            })
     }
 
     /// Runs consumer, relay, HTTP and retention until `shutdown`, then
@@ -258,7 +262,10 @@ impl Host {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_stop.cancelled().await })
                 .await
-                .map_err(|e| crate::Error::Config(format!("http server: {e}")))
+                .map_err(|source| crate::Error::Io {
+                    doing: "serving HTTP".to_owned(),
+                    source,
+                })
         });
         let consumer_task = tokio::spawn(consumer.run(front.clone()));
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
@@ -319,7 +326,10 @@ impl Host {
 fn flatten(r: Result<crate::Result<()>, tokio::task::JoinError>) -> crate::Result<()> {
     match r {
         Ok(inner) => inner,
-        Err(e) => Err(crate::Error::Config(format!("task panicked: {e}"))),
+        Err(source) => Err(crate::Error::Task {
+            task: "service",
+            source,
+        }),
     }
 }
 

@@ -44,7 +44,7 @@ pub use codec::Codec;
 pub use config::KafkaSettings;
 pub use consumer::{Consumer, ConsumerSpec, Handler, Incoming, Readiness};
 pub use emitter::Emitter;
-pub use error::{Error, HandlerError, Result};
+pub use error::{cause_chain, Classify, Error, HandlerError, Result};
 pub use host::{runtime, CommonSettings, Host};
 pub use relay::Relay;
 

@@ -78,7 +78,11 @@ pub fn max_message_bytes(kafka: &KafkaSettings) -> crate::Result<usize> {
         Some(v) => v
             .trim()
             .parse()
-            .map_err(|e| Error::Config(format!("message.max.bytes = {v:?}: {e}"))),
+            .map_err(|e: std::num::ParseIntError| Error::Setting {
+                name: "message.max.bytes",
+                value: v.to_owned(),
+                reason: e.to_string(),
+            }),
     }
 }
 
@@ -180,7 +184,10 @@ impl Relay {
             producer.flush(Timeout::After(Duration::from_secs(2)))
         })
         .await
-        .map_err(|e| Error::Config(format!("flush task: {e}")))?;
+        .map_err(|source| Error::Task {
+            task: "producer flush",
+            source,
+        })?;
         if let Err(e) = flushed {
             warn!(service = %self.service, error = %e, "producer flush at shutdown incomplete");
         }
@@ -420,9 +427,7 @@ fn delivered(
             }
             ProduceFailure::Retryable => Err(Refused::Retryable(Error::Kafka(e))),
         },
-        Err(_) => Err(Refused::Retryable(Error::Config(
-            "producer dropped a delivery".into(),
-        ))),
+        Err(_) => Err(Refused::Retryable(Error::DeliveryDropped)),
     }
 }
 

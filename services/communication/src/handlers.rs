@@ -23,14 +23,6 @@ use crate::mail;
 use crate::storage::{self, Notification};
 use crate::transport::Transport;
 
-impl From<storage::Error> for HandlerError {
-    fn from(e: storage::Error) -> Self {
-        // The driver's message is kept: the DLQ reason is all an operator
-        // sees.
-        HandlerError::classified(e.is_retryable(), format!("storage: {e}"))
-    }
-}
-
 /// The replica row an `OrderPlaced` stands for.
 pub fn replica_from(event: &OrderPlaced) -> Result<OrderReplica, String> {
     Ok(OrderReplica {

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use choreo_bus::{Handler, HandlerError, Incoming};
+use choreo_bus::{Handler, Incoming};
 use choreo_communication::domain::OrderId;
 use choreo_communication::transport::Transport;
 use choreo_communication::{rebuild, storage, CommunicationHandler};
@@ -107,7 +107,7 @@ async fn mails_once_per_order_and_template(kind: Kind) {
     // A terminal event without its OrderPlaced can never be mailed: DLQ.
     let err = deliver(&db, &handler, confirmed("o0")).await.unwrap_err();
     assert!(
-        matches!(&err, HandlerError::Permanent(r) if r.contains("no OrderPlaced seen for order o0")),
+        !err.is_retryable() && err.reason().contains("no OrderPlaced seen for order o0"),
         "{err}"
     );
     assert!(mail_files(&mail_dir).is_empty());

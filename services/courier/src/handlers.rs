@@ -83,9 +83,7 @@ impl Courier {
         let order_id = OrderId::parse(&cause.order_id).map_err(HandlerError::permanent)?;
         let conn = uow.conn();
 
-        let state = storage::load_shipment(conn, self.locking, &order_id)
-            .await
-            .map_err(storage_error)?;
+        let state = storage::load_shipment(conn, self.locking, &order_id).await?;
         let decision = decide(&state, &input, &self.routing, &fresh);
         let event_type = msg.event.event_type();
         if decision.is_noop(&state) {
@@ -96,8 +94,7 @@ impl Courier {
         let saved = match state.status() {
             None => storage::insert_shipment(conn, &order_id, &decision.state).await,
             Some(from) => storage::update_shipment(conn, &order_id, from, &decision.state).await,
-        }
-        .map_err(storage_error)?;
+        }?;
         if !saved {
             return Err(HandlerError::retryable(format!(
                 "shipment of order {order_id} changed concurrently"
@@ -209,13 +206,6 @@ fn stamp(emit: Emit, cause: &EventMetadata) -> AnyEvent {
             reason,
         }
         .into_any(),
-    }
-}
-
-fn storage_error(e: storage::Error) -> HandlerError {
-    match e {
-        storage::Error::Sql(e) => e.into(),
-        corrupt @ storage::Error::CorruptShipment { .. } => HandlerError::permanent(corrupt),
     }
 }
 

@@ -47,6 +47,12 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl choreo_bus::Classify for Error {
+    fn is_retryable(&self) -> bool {
+        Error::is_retryable(self)
+    }
+}
+
 /// Whether a read inside a saga step locks the row it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locking {

@@ -70,14 +70,10 @@ pub async fn apply(
 
     // Lock order everywhere: the reservation row first, then stock rows in
     // SKU order. Same order in every transaction → no deadlock cycles.
-    let state = storage::load_reservation(conn, locking, &order_id)
-        .await
-        .map_err(storage_error)?;
+    let state = storage::load_reservation(conn, locking, &order_id).await?;
     let stock = match (&state, &input) {
         (Reservation::Absent, Input::OrderPlaced(order)) => {
-            storage::load_available(conn, locking, totals(&order.lines).keys())
-                .await
-                .map_err(storage_error)?
+            storage::load_available(conn, locking, totals(&order.lines).keys()).await?
         }
         _ => StockLevels::new(),
     };
@@ -92,15 +88,14 @@ pub async fn apply(
     let saved = match state.status() {
         None => storage::insert_reservation(conn, &order_id, &decision.state).await,
         Some(from) => storage::update_reservation(conn, &order_id, from, &decision.state).await,
-    }
-    .map_err(storage_error)?;
+    }?;
     if !saved {
         return Err(HandlerError::retryable(format!(
             "reservation of order {order_id} changed concurrently"
         )));
     }
     for mv in &decision.stock {
-        if !storage::apply_move(conn, mv).await.map_err(storage_error)? {
+        if !storage::apply_move(conn, mv).await? {
             // Only a reservation can lose a race (another order took the
             // stock since we read it, or someone lowered it via HTTP);
             // deciding again on fresh stock is the right answer. Releases
@@ -221,12 +216,5 @@ fn stamp(emit: Emit, cause: &EventMetadata) -> AnyEvent {
             items: lines.iter().map(Line::to_order_line).collect(),
         }
         .into_any(),
-    }
-}
-
-fn storage_error(e: storage::Error) -> HandlerError {
-    match e {
-        storage::Error::Sql(e) => e.into(),
-        corrupt @ storage::Error::CorruptReservation { .. } => HandlerError::permanent(corrupt),
     }
 }

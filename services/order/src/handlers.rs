@@ -64,24 +64,16 @@ impl OrderError {
             OrderError::Conflict(_) => true,
             OrderError::Storage(e) => e.is_retryable(),
             OrderError::Transaction(e) => e.is_retryable(),
-            OrderError::Emit(e) => bus_error_is_retryable(e),
+            OrderError::Emit(e) => e.is_retryable(),
         }
     }
 }
 
-/// Mirrors `HandlerError::from(choreo_bus::Error)` without consuming the
-/// error, so HTTP can answer 503 for what the consumer would retry.
-fn bus_error_is_retryable(e: &choreo_bus::Error) -> bool {
-    e.is_retryable()
-}
-
-impl From<OrderError> for HandlerError {
-    fn from(e: OrderError) -> Self {
-        match e {
-            OrderError::Emit(e) => e.into(),
-            other if other.is_retryable() => HandlerError::retryable(other),
-            other => HandlerError::permanent(other),
-        }
+/// A handler's `?` turns an [`OrderError`] into the [`HandlerError`] its
+/// own classification says, keeping it as the source.
+impl choreo_bus::Classify for OrderError {
+    fn is_retryable(&self) -> bool {
+        OrderError::is_retryable(self)
     }
 }
 

@@ -6,7 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use choreo_bus::HandlerError;
 use choreo_events::{
     reasons, AnyEvent, CancelOrder, OrderRequest, OrdersEvent, PaymentCompleted, PaymentFailed,
     ShipmentCancelled, StockReleased, StockReservationFailed, StockReserved,
@@ -202,9 +201,8 @@ async fn happy_path_confirms_and_bad_input_is_permanent(backend: Backend) {
     let err = deliver(&orders, "order-requests", request(bad))
         .await
         .unwrap_err();
-    let HandlerError::Permanent(reason) = &err else {
-        panic!("expected permanent, got {err:?}");
-    };
+    assert!(!err.is_retryable(), "expected permanent, got {err:?}");
+    let reason = err.reason();
     assert!(reason.contains("items[0].quantity must be > 0"), "{reason}");
     assert!(
         reason.contains("customer_email not an email address"),
@@ -219,7 +217,7 @@ async fn happy_path_confirms_and_bad_input_is_permanent(backend: Backend) {
         missing_skus: vec!["SKU-1".into()],
     };
     let err = deliver(&orders, "inventory", unknown).await.unwrap_err();
-    assert!(matches!(err, HandlerError::Permanent(_)), "{err:?}");
+    assert!(!err.is_retryable(), "{err:?}");
     let cancel = CancelOrder {
         metadata: meta("nope", "order-requests"),
         reason: None,
@@ -231,7 +229,7 @@ async fn happy_path_confirms_and_bad_input_is_permanent(backend: Backend) {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, HandlerError::Permanent(_)), "{err:?}");
+    assert!(!err.is_retryable(), "{err:?}");
     assert_eq!(env.outbox().await.len(), 2);
 }
 

@@ -21,14 +21,6 @@ use crate::config::SERVICE;
 use crate::domain::{self, CustomerId, Emit, Input, Ledger, Money, OrderId, PaymentId};
 use crate::storage;
 
-impl From<storage::Error> for HandlerError {
-    fn from(e: storage::Error) -> Self {
-        // The driver's message is kept: the DLQ reason is all an operator
-        // sees.
-        HandlerError::classified(e.is_retryable(), format!("storage: {e}"))
-    }
-}
-
 /// Consumes `shipments` and `orders`.
 #[derive(Clone, Debug)]
 pub struct PaymentHandler {

@@ -68,6 +68,12 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl choreo_bus::Classify for Error {
+    fn is_retryable(&self) -> bool {
+        Error::is_retryable(self)
+    }
+}
+
 /// Why the seed could not be loaded; fatal at start.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
