@@ -70,13 +70,13 @@ pub fn record_size_bound(
         .saturating_add(headers)
 }
 
-/// Class id of the per-key append locks (two-int4 advisory key space, which
-/// does not overlap the relay lease's bigint key space).
 /// Events per multi-row inbox insert (3 bind parameters for the first row,
 /// one more per row: far below either backend's limit).
 const INBOX_CHUNK: usize = 300;
 
-const APPEND_LOCK_CLASS: i32 = 0x6f62_6f78; // "obox"
+/// Class id of the per-key append locks (two-int4 advisory key space, which
+/// does not overlap the relay lease's bigint key space): "obox".
+const APPEND_LOCK_CLASS: i32 = 0x6f62_6f78;
 
 /// A transaction. Commit to apply everything; [`rollback`](Self::rollback)
 /// or drop to apply nothing.

@@ -481,15 +481,15 @@ impl Stack {
         self.wait_service_ready(name, index).await
     }
 
-    /// Stops services first (they drain into the broker), then the
-    /// registry, then the broker.
+    /// Stops services first, all at once (each drains into the broker on
+    /// its own), then the registry, then the broker.
     pub async fn shutdown(mut self) {
         let services = std::mem::take(&mut self.services);
         let stops = services
             .into_values()
             .flatten()
             .map(|c| c.stop(Duration::from_secs(10)));
-        futures_join_all(stops).await;
+        futures::future::join_all(stops).await;
         self.stop_registry().await;
         self.stop_broker().await;
     }
@@ -534,13 +534,6 @@ pub async fn register_schemas(registry_url: &str) -> Result<Vec<(String, u32)>> 
         .map_err(|e| Error::Schemas(e.to_string()))?;
     info!(subjects = ids.len(), "schemas registered");
     Ok(ids)
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
-    let handles: Vec<_> = futs.collect();
-    for f in handles {
-        f.await;
-    }
 }
 
 /// Replica `i` of a service listens on the service's port + 100·i.
