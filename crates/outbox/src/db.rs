@@ -23,6 +23,42 @@ pub enum Backend {
     Postgres,
 }
 
+/// Whether a read inside a saga step locks the rows it reads: the one
+/// place the backends differ for the services' own tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locking {
+    /// `SELECT … FOR UPDATE`: PostgreSQL, where replicas share the database
+    /// and steps for one order arrive on several topics, possibly at once.
+    RowLocks,
+    /// SQLite: its single connection already serialises every transaction
+    /// (and it has no `FOR UPDATE`).
+    None,
+}
+
+impl Locking {
+    pub fn for_backend(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => Locking::RowLocks,
+            Backend::Sqlite => Locking::None,
+        }
+    }
+
+    /// What to append to a `SELECT`: `" FOR UPDATE"` or nothing.
+    pub fn clause(self) -> &'static str {
+        match self {
+            Locking::RowLocks => " FOR UPDATE",
+            Locking::None => "",
+        }
+    }
+}
+
+impl Backend {
+    /// The row-lock clause a saga step's reads take on this backend.
+    pub fn for_update(self) -> &'static str {
+        Locking::for_backend(self).clause()
+    }
+}
+
 /// Pool settings for [`Db::connect_with`].
 #[derive(Debug, Clone)]
 pub struct DbOptions {

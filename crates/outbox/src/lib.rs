@@ -82,7 +82,7 @@ mod uow;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use db::{Backend, Db, DbOptions, DeadRow, DEFAULT_MAX_MESSAGE_BYTES};
+pub use db::{Backend, Db, DbOptions, DeadRow, Locking, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{is_retryable_sqlx, Error, Result};
 pub use relay::{OutboxRow, RelayBatch, SetAside};
 pub use uow::{record_size_bound, OutboxMessage, UnitOfWork};
@@ -90,3 +90,23 @@ pub use uow::{record_size_bound, OutboxMessage, UnitOfWork};
 /// Services write their own state with sqlx in the same transaction; the
 /// re-export keeps their sqlx version in lockstep with ours.
 pub use sqlx;
+
+/// Defines a service's `pub fn migrator(backend: Backend) -> &'static
+/// Migrator` over its `migrations/sqlite` and `migrations/postgres`
+/// folders (versions 100 and up; this crate's own are 1–99). The calling
+/// crate depends on `sqlx`, whose `migrate!` reads the folders at compile
+/// time relative to the caller's manifest.
+#[macro_export]
+macro_rules! service_migrations {
+    () => {
+        /// The service's own migrations for `backend` (versions 100 and up).
+        pub fn migrator(backend: $crate::Backend) -> &'static ::sqlx::migrate::Migrator {
+            static SQLITE: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/sqlite");
+            static POSTGRES: ::sqlx::migrate::Migrator = ::sqlx::migrate!("./migrations/postgres");
+            match backend {
+                $crate::Backend::Sqlite => &SQLITE,
+                $crate::Backend::Postgres => &POSTGRES,
+            }
+        }
+    };
+}

@@ -5,27 +5,17 @@
 //! shape without a table per nested type.
 
 use choreo_events::{Address, OrderLine};
-use choreo_outbox::{Backend, Db};
+use choreo_outbox::Db;
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::{Money, OrderId, OrderReplica, Template};
 
-static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// Most rows `GET /notifications` returns.
 pub const LIST_LIMIT: i64 = 500;
 
-/// The service's migrations for `backend` (versions ≥ 100).
-pub fn migrator(backend: Backend) -> &'static Migrator {
-    match backend {
-        Backend::Sqlite => &SQLITE_MIGRATOR,
-        Backend::Postgres => &POSTGRES_MIGRATOR,
-    }
-}
+choreo_outbox::service_migrations!();
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]

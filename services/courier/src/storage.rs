@@ -9,23 +9,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyRow;
-use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, Row};
-
-use choreo_outbox::Backend;
 
 use crate::domain::{Consignment, Manifest, Money, OrderId, Shipment, Status};
 
-pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The migrator for `backend`.
-pub fn migrator(backend: Backend) -> &'static Migrator {
-    match backend {
-        Backend::Sqlite => &SQLITE_MIGRATOR,
-        Backend::Postgres => &POSTGRES_MIGRATOR,
-    }
-}
+choreo_outbox::service_migrations!();
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -53,32 +41,7 @@ impl choreo_bus::Classify for Error {
     }
 }
 
-/// Whether a read inside a saga step locks the row it reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Locking {
-    /// `SELECT … FOR UPDATE`: PostgreSQL, where replicas share the database
-    /// and steps for one order arrive on three topics, possibly at once.
-    RowLocks,
-    /// SQLite: its single connection already serialises every transaction
-    /// (and it has no `FOR UPDATE`).
-    None,
-}
-
-impl Locking {
-    pub fn for_backend(backend: Backend) -> Self {
-        match backend {
-            Backend::Postgres => Locking::RowLocks,
-            Backend::Sqlite => Locking::None,
-        }
-    }
-
-    fn clause(self) -> &'static str {
-        match self {
-            Locking::RowLocks => " FOR UPDATE",
-            Locking::None => "",
-        }
-    }
-}
+pub use choreo_outbox::Locking;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()

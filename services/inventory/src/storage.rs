@@ -10,23 +10,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool};
-
-use choreo_outbox::Backend;
 
 use crate::domain::{Line, OrderId, Reservation, Sku, Status, StockLevels, StockMove};
 
-pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The migrator for `backend`.
-pub fn migrator(backend: Backend) -> &'static Migrator {
-    match backend {
-        Backend::Sqlite => &SQLITE_MIGRATOR,
-        Backend::Postgres => &POSTGRES_MIGRATOR,
-    }
-}
+choreo_outbox::service_migrations!();
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -77,31 +65,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Whether a read inside a saga step locks the rows it reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Locking {
-    /// `SELECT … FOR UPDATE`: PostgreSQL, where replicas share the database.
-    RowLocks,
-    /// SQLite: its single connection already serialises every transaction
-    /// (and it has no `FOR UPDATE`).
-    None,
-}
-
-impl Locking {
-    pub fn for_backend(backend: Backend) -> Self {
-        match backend {
-            Backend::Postgres => Locking::RowLocks,
-            Backend::Sqlite => Locking::None,
-        }
-    }
-
-    fn clause(self) -> &'static str {
-        match self {
-            Locking::RowLocks => " FOR UPDATE",
-            Locking::None => "",
-        }
-    }
-}
+pub use choreo_outbox::Locking;
 
 /// The order's reservation, locked for the rest of the transaction on
 /// PostgreSQL so a concurrent step for the same order (from another topic,

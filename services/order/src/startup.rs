@@ -8,27 +8,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use choreo_bus::Host;
-use choreo_outbox::Backend;
 
 use crate::config::Settings;
 use crate::handlers::Orders;
 use crate::http;
 
-static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The service's own migrations for `backend` (versions 100 and up).
-pub fn migrator(backend: Backend) -> &'static Migrator {
-    match backend {
-        Backend::Sqlite => &SQLITE_MIGRATOR,
-        Backend::Postgres => &POSTGRES_MIGRATOR,
-    }
-}
+choreo_outbox::service_migrations!();
 
 /// A built service: database migrated, HTTP listener bound (so a test that
 /// asked for port 0 can read the real port before running it).

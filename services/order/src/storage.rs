@@ -176,10 +176,7 @@ pub async fn find_for_update(
     backend: Backend,
     order_id: &str,
 ) -> Result<Option<OrderRecord>> {
-    let lock = match backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    };
+    let lock = backend.for_update();
     let query = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1{lock}");
     sqlx::query(&query)
         .bind(order_id)

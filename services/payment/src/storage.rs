@@ -19,7 +19,6 @@ use std::path::Path;
 use choreo_outbox::{Backend, Db};
 use serde::Deserialize;
 use sqlx::any::AnyRow;
-use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::{
@@ -27,16 +26,7 @@ use crate::domain::{
     PaymentState,
 };
 
-static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The service's migrations for `backend` (versions ≥ 100).
-pub fn migrator(backend: Backend) -> &'static Migrator {
-    match backend {
-        Backend::Sqlite => &SQLITE_MIGRATOR,
-        Backend::Postgres => &POSTGRES_MIGRATOR,
-    }
-}
+choreo_outbox::service_migrations!();
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -103,13 +93,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn for_update(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => " FOR UPDATE",
-        Backend::Sqlite => "",
-    }
-}
-
 // ---------------------------------------------------------------- accounts
 
 const ACCOUNT_COLUMNS: &str = "customer_id, balance_minor, currency, blocked";
@@ -135,7 +118,7 @@ pub async fn lock_account(
 ) -> Result<Option<Account>> {
     let sql = format!(
         "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE customer_id = $1{}",
-        for_update(backend)
+        backend.for_update()
     );
     let row = sqlx::query(&sql)
         .bind(customer_id.as_str())
@@ -375,7 +358,7 @@ pub async fn lock_payment(
 ) -> Result<PaymentState> {
     let sql = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1{}",
-        for_update(backend)
+        backend.for_update()
     );
     let row = sqlx::query(&sql)
         .bind(order_id.as_str())
