@@ -539,6 +539,11 @@ impl Run<'_> {
             batch.release().await?;
         } else {
             batch.mark_published().await?;
+            if rows.len() < limit as usize {
+                // Fewer rows than asked for: that was all of them, until
+                // the service commits again.
+                self.dirty.remove(&service);
+            }
         }
         self.log.push(format!(
             "relay {}: published [{}]{}",
