@@ -38,6 +38,9 @@ pub use crate::schedule::{Outcome, MAX_ORDERS};
 pub use crate::spec::{Faults, Spec};
 pub use crate::world::World;
 
+/// Schedules one world runs before it is replaced by a fresh one.
+const SCHEDULES_PER_WORLD: u64 = 200;
+
 /// How many schedules, from which seed, on how many workers.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -203,13 +206,18 @@ pub async fn simulate(
         );
         let settings = settings.clone();
         workers.push(tokio::spawn(async move {
-            let mut world = World::new(registry).await?;
+            let mut world = World::new(registry.clone()).await?;
             let mut totals = Summary::default();
             let mut failed = None;
             while !stop.load(Ordering::SeqCst) {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 if k >= settings.schedules {
                     break;
+                }
+                if world.runs() >= SCHEDULES_PER_WORLD {
+                    // Fresh databases now and then keep every query as fast
+                    // as on the first schedule, and memory bounded.
+                    world = World::new(registry.clone()).await?;
                 }
                 let spec = Spec::of(settings.first_seed.wrapping_add(k));
                 let outcome = schedule::run(&mut world, &spec, settings.max_orders)

@@ -182,6 +182,11 @@ impl World {
         })
     }
 
+    /// How many schedules this world has run.
+    pub fn runs(&self) -> u64 {
+        self.runs
+    }
+
     /// A number no earlier schedule on this world used: the prefix of the
     /// next schedule's names.
     pub fn next_run(&mut self) -> u64 {
@@ -252,6 +257,10 @@ fn routing(countries: &[&str]) -> anyhow::Result<Routing> {
 /// when the machine has it (nothing here needs to outlive the process, and
 /// SQLite's checkpoints then cost no disk flushes), else the usual
 /// temporary folder. `CHOREO_SIM_DB_DIR` chooses another parent.
+///
+/// Folders are named `choreo-sim-<pid>-…`; those a killed run left behind
+/// (their process is gone) are removed first, so an interrupted run does
+/// not keep memory.
 fn databases_dir() -> std::io::Result<TempDir> {
     let parent = std::env::var_os("CHOREO_SIM_DB_DIR")
         .map(std::path::PathBuf::from)
@@ -259,11 +268,37 @@ fn databases_dir() -> std::io::Result<TempDir> {
             let shm = std::path::Path::new("/dev/shm");
             shm.is_dir().then(|| shm.to_path_buf())
         });
-    match parent {
-        Some(parent) => tempfile::Builder::new()
-            .prefix("choreo-sim-")
-            .tempdir_in(parent)
-            .or_else(|_| tempfile::tempdir()),
-        None => tempfile::tempdir(),
+    let Some(parent) = parent else {
+        return tempfile::tempdir();
+    };
+    remove_abandoned(&parent);
+    tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        .tempdir_in(&parent)
+        .or_else(|_| tempfile::tempdir())
+}
+
+const DIR_PREFIX: &str = "choreo-sim-";
+
+/// Removes the world folders under `parent` whose process has exited.
+fn remove_abandoned(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            // Best effort: another run may be removing it at the same time.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
