@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::domain::Input;
 use crate::handlers::{Cause, OrderError, Orders};
-use crate::storage::{self, StorageError};
+use crate::storage;
 
 /// Where the order rules read the time (creation, status changes, which
 /// deadlines have passed): the wall clock, or a clock its owner sets — the
@@ -65,15 +65,7 @@ impl Orders {
             // The pooled connection is released before any unit of work
             // begins: SQLite has only one.
             let due = {
-                let mut conn =
-                    self.db()
-                        .pool()
-                        .acquire()
-                        .await
-                        .map_err(|source| StorageError::Sql {
-                            context: "acquiring a connection",
-                            source,
-                        })?;
+                let mut conn = self.connection().await?;
                 storage::due(&mut conn, self.clock().now_ms(), BATCH).await?
             };
             let batch_len = due.len();

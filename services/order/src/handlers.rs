@@ -169,6 +169,22 @@ impl Orders {
         }
     }
 
+    /// A pooled connection for reads outside a unit of work. Drop it before
+    /// beginning one: SQLite has a single connection.
+    pub async fn connection(
+        &self,
+    ) -> Result<choreo_outbox::sqlx::pool::PoolConnection<choreo_outbox::sqlx::Any>, StorageError>
+    {
+        self.db
+            .pool()
+            .acquire()
+            .await
+            .map_err(|source| StorageError::Sql {
+                context: "acquiring a connection",
+                source,
+            })
+    }
+
     /// The clock the order rules read.
     pub fn clock(&self) -> &Clock {
         &self.clock

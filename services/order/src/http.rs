@@ -306,15 +306,7 @@ impl OrderView {
 }
 
 async fn load(orders: &Orders, order_id: &str) -> Result<(OrderRecord, OrderView), ApiError> {
-    let mut conn = orders
-        .db()
-        .pool()
-        .acquire()
-        .await
-        .map_err(|source| StorageError::Sql {
-            context: "acquiring a connection",
-            source,
-        })?;
+    let mut conn = orders.connection().await?;
     let order = storage::find(&mut conn, order_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("order {order_id} not found")))?;
@@ -435,15 +427,7 @@ async fn list(
         }
     };
     let after = query.after.filter(|a| !a.is_empty());
-    let mut conn = orders
-        .db()
-        .pool()
-        .acquire()
-        .await
-        .map_err(|source| StorageError::Sql {
-            context: "acquiring a connection",
-            source,
-        })?;
+    let mut conn = orders.connection().await?;
     let (page, next_after) = storage::list(&mut conn, status.as_deref(), limit, after.as_deref())
         .await
         .map_err(|e| match e {
