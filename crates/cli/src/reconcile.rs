@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use choreo_events::{AnyEvent, OrdersEvent, Topic};
+use choreo_events::Topic;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -42,7 +42,8 @@ mod judge;
 mod mail;
 
 pub use judge::{
-    judge, Expectations, Observed, ObservedDeadLetter, ObservedOrder, ObservedReservation, StockRow,
+    judge, terminal_event, Expectations, Observed, ObservedDeadLetter, ObservedOrder,
+    ObservedReservation, StockRow,
 };
 use mail::MailFolder;
 
@@ -388,15 +389,13 @@ impl Reconciler {
                 }
             }
             match decoded {
-                Ok(AnyEvent::Orders(OrdersEvent::OrderConfirmed(e))) => out
-                    .entry(e.metadata.order_id)
-                    .or_default()
-                    .push("OrderConfirmed".into()),
-                Ok(AnyEvent::Orders(OrdersEvent::OrderCancelled(e))) => out
-                    .entry(e.metadata.order_id)
-                    .or_default()
-                    .push(format!("OrderCancelled({})", e.reason)),
-                Ok(_) => {}
+                Ok(event) => {
+                    if let Some(name) = terminal_event(&event) {
+                        out.entry(event.order_id().to_owned())
+                            .or_default()
+                            .push(name);
+                    }
+                }
                 Err(e) if e.is_retryable() => return Err(decoder.explain(e)),
                 // Undecodable records are dead letters' business.
                 Err(_) => {}

@@ -11,9 +11,10 @@ use std::fmt::Display;
 
 use anyhow::Context as _;
 use choreo_cli::reconcile::{
-    judge, Expectations, Observed, ObservedDeadLetter, ObservedOrder, ObservedReservation, StockRow,
+    judge, terminal_event, Expectations, Observed, ObservedDeadLetter, ObservedOrder,
+    ObservedReservation, StockRow,
 };
-use choreo_events::{contract, AnyEvent, OrdersEvent, Topic};
+use choreo_events::{contract, Topic};
 
 use crate::bus::Bus;
 use crate::scenario::{Scenario, CURRENCY};
@@ -285,15 +286,7 @@ fn terminal_events(bus: &Bus, id: &str) -> Vec<String> {
         if !seen.insert(event_id) {
             continue;
         }
-        match &record.event {
-            AnyEvent::Orders(OrdersEvent::OrderConfirmed(_)) => {
-                out.push("OrderConfirmed".to_owned())
-            }
-            AnyEvent::Orders(OrdersEvent::OrderCancelled(e)) => {
-                out.push(format!("OrderCancelled({})", e.reason));
-            }
-            _ => {}
-        }
+        out.extend(terminal_event(&record.event));
     }
     out
 }

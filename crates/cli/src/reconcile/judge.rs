@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use choreo_events::templates;
+use choreo_events::{templates, AnyEvent, OrdersEvent};
 
 use super::{Check, Report, Violation};
 
@@ -94,6 +94,18 @@ pub struct ObservedDeadLetter {
     pub position: String,
     /// Reason, source and a preview of the value.
     pub detail: String,
+}
+
+/// How [`ObservedOrder::terminal_events`] names `event`: `OrderConfirmed`,
+/// `OrderCancelled(<reason>)`, or `None` for any other event.
+pub fn terminal_event(event: &AnyEvent) -> Option<String> {
+    match event {
+        AnyEvent::Orders(OrdersEvent::OrderConfirmed(_)) => Some("OrderConfirmed".to_owned()),
+        AnyEvent::Orders(OrdersEvent::OrderCancelled(e)) => {
+            Some(format!("OrderCancelled({})", e.reason))
+        }
+        _ => None,
+    }
 }
 
 /// The two outcomes an order may end in.
