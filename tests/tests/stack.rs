@@ -4,14 +4,49 @@
 //! - a second stack on ports that are taken exits 2 before starting
 //!   anything, naming the port and the process that holds it;
 //! - a service that dies under `choreo up` is restarted by it (logged), so
-//!   one crash does not stop the saga.
+//!   one crash does not stop the saga;
+//! - a broker whose port is bound between the check and its own bind
+//!   fails as `PortStolen`, the error tests retry on other ports.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use choreo_stack::Ports;
+use choreo_stack::{Broker, BrokerSpec, LogSink, Ports, StackConfig};
 use choreo_testkit::{bin_dir, eventually, TestStack};
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn a_broker_whose_port_is_bound_before_it_binds_fails_as_port_stolen() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ports = Ports::free()?;
+    let config = StackConfig::local(dir.path().to_owned(), bin_dir());
+    let spec = BrokerSpec {
+        java: config.java,
+        libs: config.kafka_libs,
+        dir: dir.path().join("broker"),
+        port: ports.broker,
+        controller_port: ports.controller,
+        log: LogSink::Files,
+        inherit_env: false,
+        data_dir: dir.path().to_owned(),
+    };
+    // Bound after any check a stack makes, as another test's socket would be.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", ports.controller))?;
+    match Broker::start(&spec).await {
+        Err(choreo_stack::Error::PortStolen { what, port, holder }) => {
+            assert_eq!(
+                (what.as_str(), port),
+                ("broker controller", ports.controller)
+            );
+            assert!(
+                holder.contains(&format!("pid {}", std::process::id())),
+                "{holder}"
+            );
+        }
+        other => panic!("expected PortStolen for the controller port, got {other:?}"),
+    }
+    Ok(())
+}
 
 fn up_command(data_dir: &std::path::Path, ports: &Ports) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(bin_dir().join("choreo"));

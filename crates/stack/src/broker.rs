@@ -227,6 +227,32 @@ impl BrokerSpec {
     }
 }
 
+impl BrokerSpec {
+    /// A broker that exited because one of its ports was bound between the
+    /// stack's check and the broker's bind (another process, or an
+    /// outgoing connection's local port) is [`Error::PortStolen`], which a
+    /// caller may retry on other ports; any other failure stays as it is.
+    fn port_lost(&self, e: Error) -> Error {
+        if !matches!(e, Error::Exited(..)) {
+            return e;
+        }
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        [
+            ("broker", self.port),
+            ("broker controller", self.controller_port),
+        ]
+        .into_iter()
+        .find(|(_, port)| log.contains(&format!("127.0.0.1:{port}: Address already in use")))
+        .map_or(e, |(what, port)| Error::PortStolen {
+            what: what.into(),
+            port,
+            holder: crate::ports::holder(port).unwrap_or_else(|| {
+                "a socket this user cannot see, or a connection's local port".into()
+            }),
+        })
+    }
+}
+
 fn log4j_config(file: &Path) -> String {
     format!(
         r#"# Written by choreo's stack runner: everything to server.log, WARN and
@@ -301,7 +327,9 @@ impl Broker {
     pub async fn start(spec: &BrokerSpec) -> Result<Broker> {
         let started = Instant::now();
         let mut child = spec.spawn().await?;
-        spec.wait_ready(&mut child).await?;
+        if let Err(e) = spec.wait_ready(&mut child).await {
+            return Err(spec.port_lost(e));
+        }
         info!(
             brokers = %spec.brokers(),
             elapsed_ms = started.elapsed().as_millis() as u64,

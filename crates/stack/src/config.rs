@@ -36,30 +36,19 @@ impl Default for Ports {
 }
 
 impl Ports {
-    /// Ports the OS reports free right now, for tests that run stacks side
-    /// by side.
+    /// Free ports for tests and benchmarks that run stacks side by side
+    /// (see [`crate::ports::allocate`] for why not the OS's `bind(0)`).
     pub fn free() -> std::io::Result<Self> {
-        let mut listeners = Vec::new();
-        let mut next = || -> std::io::Result<u16> {
-            // Replica i listens on base + 100·i: keep bases low enough.
-            loop {
-                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-                let port = l.local_addr()?.port();
-                listeners.push(l);
-                if port < 65000 {
-                    return Ok(port);
-                }
-            }
-        };
+        let p = crate::ports::allocate(8)?;
         Ok(Self {
-            broker: next()?,
-            controller: next()?,
-            registry: next()?,
-            order: next()?,
-            inventory: next()?,
-            payment: next()?,
-            courier: next()?,
-            communication: next()?,
+            broker: p[0],
+            controller: p[1],
+            registry: p[2],
+            order: p[3],
+            inventory: p[4],
+            payment: p[5],
+            courier: p[6],
+            communication: p[7],
         })
     }
 

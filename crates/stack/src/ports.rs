@@ -43,6 +43,76 @@ pub fn first_taken(ports: &[(&'static str, u16)]) -> Option<Taken> {
     })
 }
 
+/// Ports for stacks that run side by side (tests, benchmarks), taken below
+/// the kernel's ephemeral range. A port the OS hands out for `bind(0)` is
+/// free only until an outgoing connection takes it as its local port —
+/// with dozens of Kafka clients connecting, one soon does, and a broker
+/// started on it fails with "Address already in use". Ports below the
+/// ephemeral range are never handed to connections; this process never
+/// hands out the same one twice; and each candidate is bound once before
+/// it is returned, so a port another process listens on is skipped.
+pub fn allocate(count: usize) -> std::io::Result<Vec<u16>> {
+    use std::sync::atomic::AtomicU32;
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = allocation_range();
+    let span = u32::from(high - low);
+    // Processes start at different places in the range, so two test
+    // binaries or a test and a bench rarely probe the same ports.
+    let next =
+        NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(2_654_435_761) % span));
+    take(next, low, high, count)
+}
+
+/// `count` ports of `[low, high)` that bind now, from `next` on.
+fn take(
+    next: &std::sync::atomic::AtomicU32,
+    low: u16,
+    high: u16,
+    count: usize,
+) -> std::io::Result<Vec<u16>> {
+    let span = u32::from(high - low);
+    let mut held = Vec::with_capacity(count);
+    let mut ports = Vec::with_capacity(count);
+    for _ in 0..span {
+        if ports.len() == count {
+            break;
+        }
+        let port = low + (next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span) as u16;
+        if let Ok(l) = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)) {
+            held.push(l);
+            ports.push(port);
+        }
+    }
+    if ports.len() < count {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("no {count} free ports between {low} and {high}"),
+        ));
+    }
+    Ok(ports)
+}
+
+/// `[low, high)` for [`allocate`]: below the ephemeral range when there is
+/// room (Linux's default starts at 32768), above it otherwise. Replica `i`
+/// listens on a port + 100·i, so the range ends 1,000 below where it must.
+fn allocation_range() -> (u16, u16) {
+    let (eph_low, eph_high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| parse_port_range(&s))
+        .unwrap_or((32768, 60999));
+    if eph_low >= 12_000 {
+        (10_000, eph_low - 1_000)
+    } else {
+        (eph_high.saturating_add(1).max(eph_low), 64_000)
+    }
+}
+
+fn parse_port_range(s: &str) -> Option<(u16, u16)> {
+    let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// `name (pid N)` of the process listening on `port`, from `/proc`.
 pub fn holder(port: u16) -> Option<String> {
     let pid = holder_pid(port)?;
@@ -107,6 +177,46 @@ fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allocated_ports_are_distinct_outside_the_ephemeral_range_and_bindable() {
+        let (eph_low, eph_high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| parse_port_range(&s))
+            .unwrap();
+        let a = allocate(8).unwrap();
+        let b = allocate(8).unwrap();
+        let all: std::collections::BTreeSet<u16> = a.iter().chain(&b).copied().collect();
+        assert_eq!(all.len(), 16, "{a:?} {b:?}");
+        for p in all {
+            assert!(p < eph_low || p > eph_high, "{p} in {eph_low}..={eph_high}");
+            TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_listening_port_is_skipped() {
+        // Three ports in a row of the range, the middle one held.
+        let (low, high) = allocation_range();
+        let (start, held) = (low..high - 3)
+            .find_map(|p| {
+                let bind = |q| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, q)).ok();
+                let (a, b, c) = (bind(p)?, bind(p + 1)?, bind(p + 2)?);
+                drop((a, c));
+                Some((p, b))
+            })
+            .unwrap();
+        let next = std::sync::atomic::AtomicU32::new(u32::from(start - low));
+        let ports = take(&next, low, high, 2).unwrap();
+        assert_eq!(ports, vec![start, start + 2]);
+        drop(held);
+    }
+
+    #[test]
+    fn reads_the_kernels_port_range() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("garbage"), None);
+    }
 
     #[test]
     fn reads_listening_sockets_from_a_proc_table() {
