@@ -138,14 +138,7 @@ impl Stack {
                     .get(name)
                     .and_then(|r| r.first())
                     .and_then(Child::pid);
-                return Err(match ports::holder_pid(port) {
-                    Some(holder) if Some(holder) != own => Error::PortStolen {
-                        what: name.clone(),
-                        port,
-                        holder: ports::holder(port).unwrap_or_else(|| format!("pid {holder}")),
-                    },
-                    _ => e,
-                });
+                return Err(port_stolen_or(name, port, own, e));
             }
         }
         stack.verify_ports()?;
@@ -247,13 +240,15 @@ impl Stack {
         let child = Child::spawn("registry", cmd, &self.config.log, &self.config.data_dir)?;
         self.registry = Some(child);
         let url = format!("{}/subjects", self.registry_url());
-        wait_http(
+        let ready = wait_http(
             "registry",
             &url,
             Instant::now() + Duration::from_secs(30),
             self.registry.as_mut(),
         )
-        .await
+        .await;
+        let own = self.registry.as_ref().and_then(Child::pid);
+        ready.map_err(|e| port_stolen_or("registry", self.config.ports.registry, own, e))
     }
 
     pub async fn stop_registry(&mut self) {
@@ -548,6 +543,19 @@ fn absolute(p: &std::path::Path) -> PathBuf {
         std::env::current_dir()
             .map(|d| d.join(p))
             .unwrap_or_else(|_| p.to_owned())
+    }
+}
+
+/// [`Error::PortStolen`] when a process other than `own` listens on `port`
+/// (a child that could not bind exits at once), else `e`.
+fn port_stolen_or(what: &str, port: u16, own: Option<u32>, e: Error) -> Error {
+    match ports::holder_pid(port) {
+        Some(holder) if Some(holder) != own => Error::PortStolen {
+            what: what.to_owned(),
+            port,
+            holder: ports::holder(port).unwrap_or_else(|| format!("pid {holder}")),
+        },
+        _ => e,
     }
 }
 
