@@ -15,6 +15,7 @@
 //!   the local PostgreSQL, each role opens its own database and no other;
 //! - the image carries every binary the workspace builds.
 
+use choreo_bus::ServiceSettings;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,15 +26,30 @@ use serde_yaml::Value;
 
 /// The five services and the environment variables their config modules
 /// know. `CHOREO_KAFKA_*` in a list means any `CHOREO_KAFKA_<PROPERTY>`.
-/// A service's `config::env_vars`.
+/// A service's `ServiceSettings::env_vars`.
 type EnvVars = fn() -> Vec<&'static str>;
 
 const SERVICES: [(&str, EnvVars); 5] = [
-    ("order", choreo_order::config::env_vars),
-    ("inventory", choreo_inventory::config::env_vars),
-    ("payment", choreo_payment::config::env_vars),
-    ("courier", choreo_courier::config::env_vars),
-    ("communication", choreo_communication::config::env_vars),
+    (
+        "order",
+        <choreo_order::Settings as ServiceSettings>::env_vars,
+    ),
+    (
+        "inventory",
+        <choreo_inventory::Settings as ServiceSettings>::env_vars,
+    ),
+    (
+        "payment",
+        <choreo_payment::Settings as ServiceSettings>::env_vars,
+    ),
+    (
+        "courier",
+        <choreo_courier::Settings as ServiceSettings>::env_vars,
+    ),
+    (
+        "communication",
+        <choreo_communication::Settings as ServiceSettings>::env_vars,
+    ),
 ];
 
 const KAFKA_PREFIX: &str = "CHOREO_KAFKA_";
@@ -166,7 +182,7 @@ fn services_are_given_only_settings_they_read() {
     assert!(
         unknown.is_empty(),
         "deploy/docker-compose.yml sets variables the service's config module does not know \
-         (not in choreo_<service>::config::env_vars()), so they would be ignored: {unknown:?}"
+         (not in the service's ServiceSettings::env_vars()), so they would be ignored: {unknown:?}"
     );
 }
 

@@ -60,6 +60,14 @@ pub enum Error {
     /// shutting down); the row stays unpublished and is sent again.
     #[error("the producer dropped a delivery report without an answer")]
     DeliveryDropped,
+    /// A service's own part of starting failed (its migrations, a seed
+    /// file, a mail transport): the process must not run.
+    #[error("{doing}")]
+    Start {
+        doing: String,
+        #[source]
+        source: BoxError,
+    },
     /// The consumer stopped at a [`CrashPoint`](crate::consumer::CrashPoint)
     /// a test chose, leaving behind what a process killed there would.
     #[error("crashed on purpose after committing {topic}/{partition}/{offset}")]
@@ -71,6 +79,9 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A service's own start-up error, whatever its type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Error {
     /// Whether trying the same thing again later can succeed.
@@ -84,6 +95,7 @@ impl Error {
             | Error::Setting { .. }
             | Error::Io { .. }
             | Error::Task { .. }
+            | Error::Start { .. }
             | Error::Crashed { .. } => false,
         }
     }

@@ -29,6 +29,45 @@ use tracing::{info, warn};
 
 use crate::{Codec, Consumer, ConsumerSpec, Emitter, Handler, KafkaSettings, Readiness, Relay};
 
+/// A setting that is present but unusable; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The value of `name` in `vars` (environment-like pairs), unless it is
+/// missing or blank: a blank variable means "the default", as unset does.
+pub fn var<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    vars.iter()
+        .find(|(n, v)| n == name && !v.trim().is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+/// A service's settings: [`CommonSettings`] and its own, read once from
+/// environment-like pairs (tests pass their own instead of changing the
+/// process environment).
+pub trait ServiceSettings: Sized + Send {
+    /// The variables only this service reads ([`env_vars`](Self::env_vars)
+    /// adds the ones every service reads).
+    const OWN_ENV_VARS: &'static [&'static str];
+
+    /// Builds the settings from `(name, value)` pairs.
+    fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError>;
+
+    /// The settings every service has.
+    fn common(&self) -> &CommonSettings;
+
+    /// Reads the process environment, once.
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect::<Vec<_>>())
+    }
+
+    /// Every environment variable the service reads, for tools that check
+    /// deployment files against the code.
+    fn env_vars() -> Vec<&'static str> {
+        CommonSettings::with_own(Self::OWN_ENV_VARS)
+    }
+}
+
 /// Settings every service has. Built by the service's config module from
 /// the environment it passes in. `Debug` hides credentials in URLs.
 #[derive(Clone)]
@@ -86,35 +125,32 @@ impl CommonSettings {
         service: &'static str,
         default_port: u16,
         vars: &[(String, String)],
-    ) -> Result<Self, String> {
-        let get = |k: &str| {
-            vars.iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
+    ) -> Result<Self, ConfigError> {
+        let get = |k: &str| var(vars, k).map(str::to_owned);
         let http_addr = get("CHOREO_HTTP_ADDR")
             .unwrap_or_else(|| format!("127.0.0.1:{default_port}"))
             .parse()
-            .map_err(|e| format!("CHOREO_HTTP_ADDR: {e}"))?;
+            .map_err(|e| ConfigError(format!("CHOREO_HTTP_ADDR: {e}")))?;
         let brokers = get("CHOREO_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into());
         let data_dir =
             PathBuf::from(get("CHOREO_DATA_DIR").unwrap_or_else(|| format!("./data/{service}")));
         let database_url = get("DATABASE_URL")
             .unwrap_or_else(|| format!("sqlite://{}/{service}.db", data_dir.display()));
-        let secs = |var: &str, default: u64| -> Result<Duration, String> {
-            match get(var) {
+        let secs = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+            match get(name) {
                 Some(s) => s
                     .parse()
                     .map(Duration::from_secs)
-                    .map_err(|e| format!("{var}: {e} (whole seconds, got {s:?})")),
+                    .map_err(|e| ConfigError(format!("{name}: {e} (whole seconds, got {s:?})"))),
                 None => Ok(Duration::from_secs(default)),
             }
         };
         let retention = secs("CHOREO_RETENTION_SECS", 7 * 24 * 3600)?;
         let retention_interval = secs("CHOREO_RETENTION_INTERVAL_SECS", 600)?;
         if retention_interval.is_zero() {
-            return Err("CHOREO_RETENTION_INTERVAL_SECS: must be at least 1".into());
+            return Err(ConfigError(
+                "CHOREO_RETENTION_INTERVAL_SECS: must be at least 1".into(),
+            ));
         }
         Ok(Self {
             service,

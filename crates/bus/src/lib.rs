@@ -36,6 +36,7 @@ pub mod error;
 pub mod host;
 pub mod lag;
 pub mod relay;
+pub mod service;
 pub mod trace;
 
 pub use api_error::ApiError;
@@ -44,9 +45,10 @@ pub use codec::Codec;
 pub use config::KafkaSettings;
 pub use consumer::{Consumer, ConsumerSpec, Handler, Incoming, Readiness};
 pub use emitter::Emitter;
-pub use error::{cause_chain, Classify, Error, HandlerError, Result};
-pub use host::{runtime, CommonSettings, Host};
+pub use error::{cause_chain, BoxError, Classify, Error, HandlerError, Result};
+pub use host::{runtime, var, CommonSettings, ConfigError, Host, ServiceSettings};
 pub use relay::Relay;
+pub use service::{serve, Application, Service};
 
 /// Header names this runtime writes. Dead-letter headers follow the
 /// `choreo.` prefix so they never clash with application headers.

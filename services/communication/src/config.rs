@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use choreo_bus::CommonSettings;
+use choreo_bus::{var, CommonSettings, ConfigError, ServiceSettings};
 use lettre::message::Mailbox;
 
 /// The service name: consumer group, inbox consumer, `producer` of events,
@@ -17,15 +17,6 @@ pub const SMTP_URL_VAR: &str = "CHOREO_SMTP_URL";
 /// Sender address of every mail.
 pub const MAIL_FROM_VAR: &str = "CHOREO_MAIL_FROM";
 pub const DEFAULT_MAIL_FROM: &str = "shop@choreo.local";
-
-/// The environment variables only this service reads; [`env_vars`] adds
-/// the ones every service reads ([`CommonSettings::ENV_VARS`]).
-pub const OWN_ENV_VARS: &[&str] = &[SMTP_URL_VAR, MAIL_FROM_VAR];
-
-/// Every environment variable this service reads.
-pub fn env_vars() -> Vec<&'static str> {
-    CommonSettings::with_own(OWN_ENV_VARS)
-}
 
 /// Everything the service needs to start.
 #[derive(Clone)]
@@ -47,32 +38,31 @@ impl fmt::Debug for Settings {
     }
 }
 
-impl Settings {
-    /// Reads the process environment once.
-    pub fn from_env() -> Result<Self, String> {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Self::from_vars(&vars)
+impl ServiceSettings for Settings {
+    const OWN_ENV_VARS: &'static [&'static str] = &[SMTP_URL_VAR, MAIL_FROM_VAR];
+
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 
     /// Builds settings from environment-like pairs (tests pass their own).
-    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, String> {
+    fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
         let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars)?;
-        let get = |name: &str| {
-            vars.iter()
-                .find(|(n, v)| n == name && !v.is_empty())
-                .map(|(_, v)| v.clone())
-        };
-        let from = get(MAIL_FROM_VAR).unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
-        let mail_from = from
-            .parse::<Mailbox>()
-            .map_err(|e| format!("{MAIL_FROM_VAR}: {from:?} is not a mail address: {e}"))?;
+        let from = var(vars, MAIL_FROM_VAR).unwrap_or(DEFAULT_MAIL_FROM);
+        let mail_from = from.parse::<Mailbox>().map_err(|e| {
+            ConfigError(format!(
+                "{MAIL_FROM_VAR}: {from:?} is not a mail address: {e}"
+            ))
+        })?;
         Ok(Self {
             common,
-            smtp_url: get(SMTP_URL_VAR),
+            smtp_url: var(vars, SMTP_URL_VAR).map(str::to_owned),
             mail_from,
         })
     }
+}
 
+impl Settings {
     /// Where the file transport writes
     /// `<file_safe_id>.<TEMPLATE>.<hash of the Message-ID>.eml`.
     pub fn mail_dir(&self) -> PathBuf {

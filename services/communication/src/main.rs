@@ -1,28 +1,20 @@
-//! `choreo-communication`: settings → logging → run the service (or the
-//! `rebuild-replica` command).
+//! `choreo-communication`: the communication service binary, or its
+//! `rebuild-replica` command; everything else is in the library and
+//! `choreo_bus::serve`.
 
+use choreo_bus::ServiceSettings;
 use choreo_communication::cli::{Cli, Command};
-use choreo_communication::{rebuild, Application, Settings};
+use choreo_communication::startup::Communication;
+use choreo_communication::{rebuild, Settings};
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
-    choreo_bus::runtime()?.block_on(run())
-}
-
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let settings = Settings::from_env().map_err(anyhow::Error::msg)?;
-    choreo_telemetry::init_logging("info", settings.common.log_json);
-    if let Some(Command::RebuildReplica) = cli.command {
-        return rebuild::rebuild_replica(settings).await.map(drop);
+    match Cli::parse().command {
+        Some(Command::RebuildReplica) => choreo_bus::runtime()?.block_on(async {
+            let settings = Settings::from_env()?;
+            choreo_telemetry::init_logging("info", settings.common.log_json);
+            rebuild::rebuild_replica(settings).await.map(drop)
+        }),
+        None => choreo_bus::serve::<Communication>().map_err(anyhow::Error::from_boxed),
     }
-    let app = Application::build(settings).await?;
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        choreo_telemetry::shutdown_signal().await;
-        on_signal.cancel();
-    });
-    app.run_until_stopped(shutdown).await
 }

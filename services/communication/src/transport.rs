@@ -71,11 +71,11 @@ pub enum Transport {
 
 impl Transport {
     /// SMTP when `smtp_url` is set, else files under `mail_dir`.
-    pub fn new(smtp_url: Option<&str>, mail_dir: PathBuf) -> Result<Self, String> {
+    pub fn new(smtp_url: Option<&str>, mail_dir: PathBuf) -> Result<Self, choreo_bus::ConfigError> {
         match smtp_url {
             Some(url) => smtp_from_url(url)
                 .map(Transport::Smtp)
-                .map_err(|e| format!("CHOREO_SMTP_URL: {e}")),
+                .map_err(|e| choreo_bus::ConfigError(format!("CHOREO_SMTP_URL: {e}"))),
             None => Ok(Transport::File(FileTransport::new(mail_dir))),
         }
     }
@@ -496,6 +496,6 @@ mod tests {
         }
         let refused = Transport::new(Some("smtps://user:hunter2@mail:465"), dir.path().to_owned())
             .unwrap_err();
-        assert!(!refused.contains("hunter2"), "{refused}");
+        assert!(!refused.to_string().contains("hunter2"), "{refused}");
     }
 }

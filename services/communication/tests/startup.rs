@@ -1,6 +1,7 @@
 //! `Application::build`: binds port 0 with the file transport, and refuses
 //! an SMTP URL it cannot use.
 
+use choreo_bus::ServiceSettings;
 use choreo_communication::{Application, Settings};
 
 fn settings(dir: &std::path::Path, extra: &[(&str, &str)]) -> Settings {
@@ -36,7 +37,7 @@ async fn an_unusable_smtp_url_is_a_startup_error() {
         dir.path(),
         &[("CHOREO_SMTP_URL", "smtps://u:secret@mail:465")],
     );
-    let err = Application::build(s).await.unwrap_err().to_string();
+    let err = choreo_bus::cause_chain(&Application::build(s).await.unwrap_err());
     assert!(
         err.contains("CHOREO_SMTP_URL") && !err.contains("secret"),
         "{err}"

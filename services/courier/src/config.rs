@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use choreo_bus::CommonSettings;
+use choreo_bus::{var, CommonSettings, ConfigError, ServiceSettings};
 
 use crate::domain::{Country, Routing};
 use crate::SERVICE;
@@ -15,20 +15,6 @@ pub const DEFAULT_COUNTRIES: &str = "DE,FR,NL,GB,US";
 /// Carrier named on manifests unless `CHOREO_COURIER_CARRIER` says otherwise.
 pub const DEFAULT_CARRIER: &str = "choreo-express";
 
-/// The environment variables only this service reads; [`env_vars`] adds
-/// the ones every service reads ([`CommonSettings::ENV_VARS`]).
-pub const OWN_ENV_VARS: &[&str] = &["CHOREO_COURIER_COUNTRIES", "CHOREO_COURIER_CARRIER"];
-
-/// Every environment variable this service reads.
-pub fn env_vars() -> Vec<&'static str> {
-    CommonSettings::with_own(OWN_ENV_VARS)
-}
-
-/// A setting that cannot be used; the message names the variable.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
-
 /// Everything the courier service is configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -37,23 +23,20 @@ pub struct Settings {
     pub routing: Routing,
 }
 
-impl Settings {
-    /// Reads the process environment, once.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&std::env::vars().collect::<Vec<_>>())
+impl ServiceSettings for Settings {
+    const OWN_ENV_VARS: &'static [&'static str] =
+        &["CHOREO_COURIER_COUNTRIES", "CHOREO_COURIER_CARRIER"];
+
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 
     /// Builds settings from explicit variables (tests pass their own).
-    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            vars.iter()
-                .find(|(n, v)| n == name && !v.trim().is_empty())
-                .map(|(_, v)| v.as_str())
-        };
-        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars).map_err(ConfigError)?;
+    fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars)?;
         let countries =
-            parse_countries(get("CHOREO_COURIER_COUNTRIES").unwrap_or(DEFAULT_COUNTRIES))?;
-        let carrier = get("CHOREO_COURIER_CARRIER")
+            parse_countries(var(vars, "CHOREO_COURIER_COUNTRIES").unwrap_or(DEFAULT_COUNTRIES))?;
+        let carrier = var(vars, "CHOREO_COURIER_CARRIER")
             .unwrap_or(DEFAULT_CARRIER)
             .trim()
             .to_owned();

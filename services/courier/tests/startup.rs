@@ -1,5 +1,6 @@
 //! `Application::build`: migrations, routing settings and the bound port.
 
+use choreo_bus::ServiceSettings;
 use choreo_courier::{Application, Settings};
 
 #[tokio::test]

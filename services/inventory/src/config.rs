@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use choreo_bus::CommonSettings;
+use choreo_bus::{var, CommonSettings, ConfigError, ServiceSettings};
 
 use crate::SERVICE;
 
@@ -14,20 +14,6 @@ pub const DEFAULT_PORT: u16 = 8082;
 /// under `make run`).
 pub const DEFAULT_STOCK_SEED_FILE: &str = "deploy/seed/stock.json";
 
-/// The environment variables only this service reads; [`env_vars`] adds
-/// the ones every service reads ([`CommonSettings::ENV_VARS`]).
-pub const OWN_ENV_VARS: &[&str] = &["CHOREO_STOCK_SEED_FILE"];
-
-/// Every environment variable this service reads.
-pub fn env_vars() -> Vec<&'static str> {
-    CommonSettings::with_own(OWN_ENV_VARS)
-}
-
-/// A setting that cannot be used; the message names the variable.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
-
 /// Everything the inventory service is configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -36,22 +22,18 @@ pub struct Settings {
     pub stock_seed_file: PathBuf,
 }
 
-impl Settings {
-    /// Reads the process environment, once.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(&std::env::vars().collect::<Vec<_>>())
+impl ServiceSettings for Settings {
+    const OWN_ENV_VARS: &'static [&'static str] = &["CHOREO_STOCK_SEED_FILE"];
+
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 
     /// Builds settings from explicit variables (tests pass their own).
-    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
-        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars).map_err(ConfigError)?;
-        let stock_seed_file = vars
-            .iter()
-            .find(|(name, value)| name == "CHOREO_STOCK_SEED_FILE" && !value.is_empty())
-            .map_or_else(
-                || PathBuf::from(DEFAULT_STOCK_SEED_FILE),
-                |(_, value)| PathBuf::from(value),
-            );
+    fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars)?;
+        let stock_seed_file =
+            PathBuf::from(var(vars, "CHOREO_STOCK_SEED_FILE").unwrap_or(DEFAULT_STOCK_SEED_FILE));
         Ok(Self {
             common,
             stock_seed_file,

@@ -1,23 +1,6 @@
-//! `choreo-inventory`: settings → logging → application → run until
-//! Ctrl-C or SIGTERM.
-
-use tokio_util::sync::CancellationToken;
-
-use choreo_inventory::{Application, Settings};
+//! `choreo-inventory`: the inventory service binary; everything else is in the
+//! library and `choreo_bus::serve`.
 
 fn main() -> anyhow::Result<()> {
-    choreo_bus::runtime()?.block_on(run())
-}
-
-async fn run() -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    choreo_telemetry::init_logging("info", settings.common.log_json);
-    let app = Application::build(settings).await?;
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        choreo_telemetry::shutdown_signal().await;
-        trigger.cancel();
-    });
-    app.run_until_stopped(shutdown).await
+    choreo_bus::serve::<choreo_inventory::startup::Inventory>().map_err(anyhow::Error::from_boxed)
 }

@@ -1,79 +1,47 @@
-//! Building and running the inventory process on `choreo_bus::Host`:
-//! database and migrations, the stock seed, the HTTP listener, then the
-//! consumer, relay and API until shutdown.
+//! The inventory service as `choreo_bus` runs it ([`Inventory`] is its
+//! [`Service`]): migrations, the stock seed, the handler and the routes.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-use choreo_bus::Host;
-use choreo_outbox::Db;
+use axum::Router;
+use choreo_bus::{BoxError, Host, Service};
+use choreo_outbox::{Backend, Db};
+use sqlx::migrate::Migrator;
 
 use crate::handlers::InventoryHandler;
 use crate::storage::{self, SeedEntry};
 use crate::{http, Settings};
 
-/// A built service: connected, migrated, seeded and bound, not yet running.
+/// The inventory service.
 #[derive(Debug)]
-pub struct Application {
-    host: Host,
-    listener: TcpListener,
-    addr: SocketAddr,
-}
+pub struct Inventory;
 
-impl Application {
-    /// Connects the database (running the outbox's and this service's
-    /// migrations), seeds stock when the table is empty and binds the HTTP
-    /// listener (`127.0.0.1:0` picks a free port, see [`Self::port`]).
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let host = Host::connect(settings.common)
-            .await
-            .context("connecting the inventory database")?;
-        host.db
-            .migrate(storage::migrator(host.db.backend()))
-            .await
-            .context("migrating the inventory database")?;
+/// A built inventory process: connected, migrated, seeded and bound.
+pub type Application = choreo_bus::Application<Inventory>;
+
+impl Service for Inventory {
+    type Settings = Settings;
+    type Handler = InventoryHandler;
+
+    const MIGRATOR: fn(Backend) -> &'static Migrator = storage::migrator;
+
+    /// Seeds stock when the table is empty.
+    async fn start(host: &Host, settings: Settings) -> Result<Self, BoxError> {
         seed_if_empty(&host.db, &settings.stock_seed_file).await?;
-        let listener = host.bind().await?;
-        let addr = listener.local_addr().context("reading the bound address")?;
-        Ok(Self {
-            host,
-            listener,
-            addr,
-        })
+        Ok(Inventory)
     }
 
-    /// The address the HTTP API is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+    fn handler(&self, host: &Host) -> Arc<InventoryHandler> {
+        Arc::new(InventoryHandler::new(
+            host.emitter.clone(),
+            host.db.backend(),
+        ))
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// The service's database, for tests that inspect it.
-    pub fn db(&self) -> &Db {
-        &self.host.db
-    }
-
-    /// Runs the consumer, relay and HTTP API until `shutdown` is cancelled,
-    /// then drains them.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let handler = Arc::new(InventoryHandler::new(
-            self.host.emitter.clone(),
-            self.host.db.backend(),
-        ));
-        let routes = http::router(self.host.db.pool().clone());
-        let topics = choreo_events::consumed_by(crate::SERVICE);
-        self.host
-            .run(self.listener, topics, handler, routes, shutdown)
-            .await?;
-        Ok(())
+    fn routes(&self, host: &Host) -> Router {
+        http::router(host.db.pool().clone())
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use choreo_bus::ServiceSettings;
 use choreo_inventory::{storage, Application, Settings};
 
 fn settings(data_dir: &Path, seed: &Path) -> Settings {
@@ -47,7 +48,8 @@ async fn missing_or_bad_seed_file_is_a_startup_error() {
     let err = Application::build(settings(&dir.path().join("d1"), &missing))
         .await
         .unwrap_err();
-    assert!(format!("{err:#}").contains("missing.json"), "{err:#}");
+    let err = choreo_bus::cause_chain(&err);
+    assert!(err.contains("missing.json"), "{err}");
 
     for (i, bad) in [
         r#"{"sku": "A"}"#,

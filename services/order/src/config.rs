@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use choreo_bus::CommonSettings;
+use choreo_bus::{var, CommonSettings, ConfigError, ServiceSettings};
 
 /// The service's name: consumer group, inbox consumer, `producer` of its
 /// events and `dlq.order`.
@@ -15,20 +15,6 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(30_000);
 /// How often the deadline timer looks for due orders.
 pub const DEFAULT_TIMER_TICK: Duration = Duration::from_millis(200);
 
-/// The environment variables only this service reads; [`env_vars`] adds
-/// the ones every service reads ([`CommonSettings::ENV_VARS`]).
-pub const OWN_ENV_VARS: &[&str] = &["CHOREO_ORDER_DEADLINE_MS", "CHOREO_ORDER_TIMER_TICK_MS"];
-
-/// Every environment variable this service reads.
-pub fn env_vars() -> Vec<&'static str> {
-    CommonSettings::with_own(OWN_ENV_VARS)
-}
-
-/// A setting that is present but unusable.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(String);
-
 /// Everything the order service needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -39,17 +25,18 @@ pub struct Settings {
     pub timer_tick: Duration,
 }
 
-impl Settings {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Self::from_vars(&vars)
+impl ServiceSettings for Settings {
+    const OWN_ENV_VARS: &'static [&'static str] =
+        &["CHOREO_ORDER_DEADLINE_MS", "CHOREO_ORDER_TIMER_TICK_MS"];
+
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 
     /// Builds settings from `vars` (name, value) pairs; tests pass their
     /// own instead of mutating the process environment.
-    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
-        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars).map_err(ConfigError)?;
+    fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars)?;
         Ok(Settings {
             common,
             deadline: millis(vars, "CHOREO_ORDER_DEADLINE_MS", DEFAULT_DEADLINE)?,
@@ -63,7 +50,7 @@ fn millis(
     name: &str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let Some((_, raw)) = vars.iter().find(|(n, v)| n == name && !v.is_empty()) else {
+    let Some(raw) = var(vars, name) else {
         return Ok(default);
     };
     match raw.trim().parse::<u64>() {

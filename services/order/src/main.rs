@@ -1,23 +1,6 @@
-//! `choreo-order`: the order service binary. Everything lives in the
-//! library; this wires settings, logging and the shutdown signal.
-
-use tokio_util::sync::CancellationToken;
-
-use choreo_order::{Application, Settings};
+//! `choreo-order`: the order service binary; everything else is in the
+//! library and `choreo_bus::serve`.
 
 fn main() -> anyhow::Result<()> {
-    choreo_bus::runtime()?.block_on(run())
-}
-
-async fn run() -> anyhow::Result<()> {
-    let settings = Settings::from_env()?;
-    choreo_telemetry::init_logging("info", settings.common.log_json);
-    let app = Application::build(settings).await?;
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        choreo_telemetry::shutdown_signal().await;
-        trigger.cancel();
-    });
-    app.run_until_stopped(shutdown).await
+    choreo_bus::serve::<choreo_order::startup::Order>().map_err(anyhow::Error::from_boxed)
 }

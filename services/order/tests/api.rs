@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+use choreo_bus::ServiceSettings;
 use choreo_events::{reasons, PaymentCompleted};
 use choreo_order::{Application, Settings};
 
@@ -40,7 +41,7 @@ async fn spawn_app(deadline_ms: u64) -> TestApp {
     let app = Application::build(Settings::from_vars(&vars).unwrap())
         .await
         .unwrap();
-    assert_ne!(app.port().await, 0);
+    assert_ne!(app.port(), 0);
     let router = app.router();
     TestApp {
         app,
@@ -333,7 +334,9 @@ async fn delete_cancels_pending_and_refuses_terminal() {
         amount_minor: 3998,
         currency: "EUR".into(),
     };
-    deliver(t.app.orders(), "payments", paid).await.unwrap();
+    deliver(t.app.service().orders(), "payments", paid)
+        .await
+        .unwrap();
     let refused = t
         .call(Method::DELETE, &format!("/orders/{confirmed}"), None, None)
         .await;
@@ -393,7 +396,7 @@ async fn expired_orders_are_cancelled_by_the_timer() {
     let t = spawn_app(1).await;
     let id = t.place().await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(t.app.orders().expire_due().await.unwrap(), 1);
+    assert_eq!(t.app.service().orders().expire_due().await.unwrap(), 1);
     let got = t.get(&format!("/orders/{id}")).await;
     assert_eq!(got.json["status"], "CANCELLED");
     assert_eq!(got.json["reason"], reasons::TIMEOUT);
@@ -421,7 +424,7 @@ async fn running_app_serves_http_and_expires_orders_until_stopped() {
     let app = Application::build(Settings::from_vars(&vars).unwrap())
         .await
         .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port().await);
+    let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use choreo_bus::CommonSettings;
+use choreo_bus::{var, CommonSettings, ConfigError, ServiceSettings};
 
 /// The service name: consumer group, inbox consumer, `producer` of events,
 /// `dlq.payment`.
@@ -16,15 +16,6 @@ pub const SEED_FILE_VAR: &str = "CHOREO_ACCOUNTS_SEED_FILE";
 /// `make run` and the tests.
 pub const DEFAULT_SEED_FILE: &str = "deploy/seed/accounts.json";
 
-/// The environment variables only this service reads; [`env_vars`] adds
-/// the ones every service reads ([`CommonSettings::ENV_VARS`]).
-pub const OWN_ENV_VARS: &[&str] = &[SEED_FILE_VAR];
-
-/// Every environment variable this service reads.
-pub fn env_vars() -> Vec<&'static str> {
-    CommonSettings::with_own(OWN_ENV_VARS)
-}
-
 /// Everything the service needs to start.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -33,23 +24,17 @@ pub struct Settings {
     pub seed_file: PathBuf,
 }
 
-impl Settings {
-    /// Reads the process environment once.
-    pub fn from_env() -> Result<Self, String> {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Self::from_vars(&vars)
+impl ServiceSettings for Settings {
+    const OWN_ENV_VARS: &'static [&'static str] = &[SEED_FILE_VAR];
+
+    fn common(&self) -> &CommonSettings {
+        &self.common
     }
 
     /// Builds settings from environment-like pairs (tests pass their own).
-    pub fn from_vars(vars: &[(String, String)]) -> Result<Self, String> {
+    fn from_vars(vars: &[(String, String)]) -> Result<Self, ConfigError> {
         let common = CommonSettings::from_vars(SERVICE, DEFAULT_PORT, vars)?;
-        let seed_file = vars
-            .iter()
-            .find(|(name, value)| name == SEED_FILE_VAR && !value.is_empty())
-            .map_or_else(
-                || PathBuf::from(DEFAULT_SEED_FILE),
-                |(_, v)| PathBuf::from(v),
-            );
+        let seed_file = PathBuf::from(var(vars, SEED_FILE_VAR).unwrap_or(DEFAULT_SEED_FILE));
         Ok(Self { common, seed_file })
     }
 }

@@ -1,6 +1,7 @@
 //! `Application::build`: seeds on a fresh database, binds port 0, and
 //! refuses to start without a usable seed file.
 
+use choreo_bus::ServiceSettings;
 use choreo_payment::{Application, Settings};
 
 fn settings(dir: &std::path::Path, seed: &str) -> Settings {
@@ -39,7 +40,7 @@ async fn a_missing_seed_file_is_a_clear_startup_error() {
     let err = Application::build(settings(dir.path(), &missing.display().to_string()))
         .await
         .unwrap_err();
-    let message = format!("{err:#}");
+    let message = choreo_bus::cause_chain(&err);
     assert!(
         message.contains("nope.json") && message.contains("seed"),
         "{message}"
