@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 /// An HTTP error: status and JSON body.
@@ -20,6 +20,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 404.
     NotFound(String),
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed(String),
     /// 409: the resource changed under the request.
     Conflict(String),
     /// 415.
@@ -74,6 +76,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) | Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -95,6 +98,7 @@ impl ApiError {
             }
             Self::BadRequest(m)
             | Self::NotFound(m)
+            | Self::MethodNotAllowed(m)
             | Self::Conflict(m)
             | Self::UnsupportedMediaType(m)
             | Self::Unprocessable(m)
@@ -102,6 +106,19 @@ impl ApiError {
             | Self::Internal(m) => json!({ "error": m }),
         }
     }
+}
+
+/// `router` answering an unknown path (404) and a known path with another
+/// method (405) with the same JSON body as every other error, instead of
+/// axum's empty ones. The host applies it to each service's routes.
+pub fn with_json_fallbacks(router: Router) -> Router {
+    router
+        .fallback(|method: Method, uri: Uri| async move {
+            ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+        })
 }
 
 impl From<choreo_outbox::Error> for ApiError {
@@ -133,6 +150,41 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_get_the_json_body() {
+        use tower::ServiceExt;
+        let app = with_json_fallbacks(
+            Router::new().route("/stock", axum::routing::get(|| async { "ok" })),
+        );
+        for (method, path, status, error) in [
+            (
+                Method::GET,
+                "/nope",
+                StatusCode::NOT_FOUND,
+                "no route for GET /nope",
+            ),
+            (
+                Method::DELETE,
+                "/stock",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "DELETE is not allowed on /stock",
+            ),
+        ] {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body, json!({ "error": error }));
+        }
+    }
 
     #[test]
     fn every_kind_has_its_status_and_one_body_shape() {

@@ -290,7 +290,8 @@ impl Host {
         let front = shutdown.child_token();
         let relay_stop = CancellationToken::new();
 
-        let app = routes.merge(probes(readiness, self.db.clone()));
+        let app =
+            crate::api_error::with_json_fallbacks(routes.merge(probes(readiness, self.db.clone())));
         let addr = listener.local_addr().ok();
         info!(%service, addr = ?addr, "http listening");
         let http_stop = front.clone();

@@ -113,9 +113,9 @@ impl<S: Service> Application<S> {
         &self.service
     }
 
-    /// The service's HTTP routes (without the host's probes).
+    /// The service's HTTP routes as served (without the host's probes).
     pub fn router(&self) -> Router {
-        self.service.routes(&self.host)
+        crate::api_error::with_json_fallbacks(self.service.routes(&self.host))
     }
 
     /// Runs the consumer, relay, HTTP API, retention and the service's own

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -52,7 +52,6 @@ pub fn router(orders: Orders) -> Router {
     Router::new()
         .route("/orders", post(create).get(list))
         .route("/orders/{id}", get(show).delete(cancel))
-        .fallback(no_route)
         .with_state(orders)
 }
 
@@ -122,10 +121,6 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 
 fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::BadRequest(format!("invalid query: {}", rejection.body_text()))
-}
-
-async fn no_route(uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {}", uri.path()))
 }
 
 /// `POST /orders` body. Every field defaults to empty so a missing field
