@@ -23,15 +23,19 @@ use schema_registry_converter::schema_registry_common::{
 pub enum CodecError {
     /// The registry could not be reached or answered with a server error.
     #[error("schema registry unavailable: {0}")]
-    RegistryUnavailable(String),
+    RegistryUnavailable(#[source] RegistryError),
     /// The registry answered, and the answer is final (unknown schema id,
     /// schema refused).
     #[error("schema registry: {0}")]
-    Registry(String),
+    Registry(#[source] RegistryError),
     /// The bytes are not in the Confluent wire format or not valid Avro for
     /// their schema.
     #[error("undecodable message: {0}")]
-    Undecodable(String),
+    Undecodable(#[source] RegistryError),
+    /// The writer's schema is valid Avro but not a named record, so it
+    /// names no event.
+    #[error("undecodable message: the writer schema is not a named record")]
+    NotARecord,
     /// A null value (tombstone): no event to apply.
     #[error("empty message (null value)")]
     Empty,
@@ -46,22 +50,36 @@ pub enum CodecError {
     Contract(#[from] choreo_events::Error),
 }
 
+/// What the registry client reported, shown as `<error>: <cause>` (its own
+/// `Display` adds flags meant for its developers).
+#[derive(Debug)]
+pub struct RegistryError(pub SRCError);
+
+impl std::fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.cause {
+            Some(cause) => write!(f, "{}: {cause}", self.0.error),
+            None => f.write_str(&self.0.error),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
 impl CodecError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::RegistryUnavailable(_))
     }
 
     fn from_src(e: SRCError) -> Self {
-        let text = match &e.cause {
-            Some(cause) => format!("{}: {cause}", e.error),
-            None => e.error.clone(),
-        };
-        if e.retriable {
-            Self::RegistryUnavailable(text)
+        let e = RegistryError(e);
+        let text = e.to_string();
+        if e.0.retriable {
+            Self::RegistryUnavailable(e)
         } else if text.contains("Invalid bytes") || text.contains("decod") {
-            Self::Undecodable(text)
+            Self::Undecodable(e)
         } else {
-            Self::Registry(text)
+            Self::Registry(e)
         }
     }
 }
@@ -166,9 +184,7 @@ impl Codec {
             .decode(Some(bytes))
             .await
             .map_err(CodecError::from_src)?;
-        let name = decoded
-            .name
-            .ok_or_else(|| CodecError::Undecodable("writer schema is not a named record".into()))?;
+        let name = decoded.name.ok_or(CodecError::NotARecord)?;
         let full_name = name.fullname(None);
         let event = AnyEvent::from_avro_value(&full_name, decoded.value)?;
         if event.topic().name() != topic {
