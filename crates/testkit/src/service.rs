@@ -147,3 +147,30 @@ pub async fn outbox(db: &Db, registry: &TestRegistry) -> Vec<AnyEvent> {
     }
     events
 }
+
+/// Runs each scenario — an `async fn(Kind)` of the calling module — once on
+/// SQLite and once on PostgreSQL, as tests `sqlite::<scenario>` and
+/// `postgres::<scenario>`: every backend test is written once. The runtime
+/// has two workers, so scenarios that race connections really race on
+/// PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::service::Kind::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::service::Kind::Postgres).await;
+                }
+            )+
+        }
+    };
+}
