@@ -52,7 +52,7 @@ impl<H: Handler> Consumer<H> {
                 (headers::FAILED_AT, now_ms().to_string()),
             ],
         };
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF.first;
         loop {
             match send_dead_letter(&self.dlq, &self.dlq_topic, letter, self.dlq_limit).await {
                 Sent::Delivered { truncated, .. } => {
@@ -84,7 +84,7 @@ impl<H: Handler> Consumer<H> {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => return Outcome::Interrupted,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(BACKOFF.max);
                 }
             }
         }

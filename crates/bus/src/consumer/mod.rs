@@ -90,10 +90,14 @@ use crate::error::{produce_failure, HandlerError, ProduceFailure};
 use crate::trace::TraceContext;
 use crate::{headers, relay, KafkaSettings};
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Retries in place (handlers, dead-letter produces): 100 ms up to 10 s,
+/// so a busy database is retried at once and an outage is not hammered.
+const BACKOFF: apply::Backoff = apply::Backoff {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(10),
+};
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 256;
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// A decoded message, as a handler sees it.
 #[derive(Clone, Debug)]
@@ -257,7 +261,7 @@ impl<H: Handler> Consumer<H> {
                 Ok(m) => m,
                 Err(e) => {
                     warn!(service = %self.spec.service, error = %e, "consume error");
-                    tokio::time::sleep(FIRST_BACKOFF).await;
+                    tokio::time::sleep(BACKOFF.first).await;
                     continue;
                 }
             };

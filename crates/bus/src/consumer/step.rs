@@ -19,42 +19,41 @@ pub(super) enum Outcome {
 }
 
 impl<H: Handler> Consumer<H> {
+    /// One message: decoded and applied, retried in place while the failure
+    /// is retryable, dead-lettered when it is permanent.
     pub(super) async fn process(
         &self,
         msg: &BorrowedMessage<'_>,
         shutdown: &CancellationToken,
     ) -> Outcome {
-        let mut attempts: u32 = 0;
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            attempts += 1;
-            let started = Instant::now();
-            let result = self.try_process(msg).await;
-            metrics::histogram!("choreo_handler_seconds", "service" => self.spec.service.clone())
-                .record(started.elapsed().as_secs_f64());
-            match result {
-                Ok(()) => {
-                    metrics::counter!("choreo_consumed_total", "service" => self.spec.service.clone(), "topic" => msg.topic().to_owned()).increment(1);
-                    return Outcome::Done;
-                }
-                Err(e) if !e.is_retryable() => {
-                    return self.dead_letter(msg, e.reason(), attempts, shutdown).await;
-                }
-                Err(e) => {
-                    let reason = e.reason();
-                    metrics::counter!("choreo_retried_total", "service" => self.spec.service.clone()).increment(1);
-                    warn!(
-                        service = %self.spec.service,
-                        topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
-                        attempts, ?reason, "retryable failure; retrying in place"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => return Outcome::Interrupted,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+        let started = Instant::now();
+        let what = format!("{}/{}/{}", msg.topic(), msg.partition(), msg.offset());
+        let outcome = apply::with_retries(&self.spec.service, &what, BACKOFF, shutdown, || {
+            self.try_process(msg)
+        })
+        .await;
+        metrics::histogram!("choreo_handler_seconds", "service" => self.spec.service.clone())
+            .record(started.elapsed().as_secs_f64());
+        self.settle(msg, outcome, shutdown).await
+    }
+
+    /// Counts a message done, or dead-letters it.
+    async fn settle<T>(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        outcome: apply::Outcome<T>,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        match outcome {
+            apply::Outcome::Done { .. } => {
+                metrics::counter!("choreo_consumed_total", "service" => self.spec.service.clone(), "topic" => msg.topic().to_owned()).increment(1);
+                Outcome::Done
             }
+            apply::Outcome::DeadLetter { error, attempts } => {
+                self.dead_letter(msg, error.reason(), attempts, shutdown)
+                    .await
+            }
+            apply::Outcome::Interrupted => Outcome::Interrupted,
         }
     }
 
@@ -98,76 +97,49 @@ impl<H: Handler> Consumer<H> {
         .map(drop)
     }
 
-    /// Several messages, one transaction. Any failure rolls the whole batch
-    /// back and replays it one message at a time, where retries and the
-    /// dead-letter topic apply per message exactly as without batching.
+    /// Several messages: decoded, then [`apply::apply_all`] — one
+    /// transaction, or on its failure one message at a time, where retries
+    /// and the dead-letter topic apply per message exactly as without
+    /// batching. A message that cannot be decoded sends the whole batch
+    /// down the one-at-a-time path, where its own error is handled.
     pub(super) async fn process_batch(
         &self,
         batch: &[BorrowedMessage<'_>],
         shutdown: &CancellationToken,
     ) -> Outcome {
         let started = Instant::now();
-        match self.try_batch(batch).await {
-            Ok(()) => {
-                metrics::histogram!("choreo_batch_seconds", "service" => self.spec.service.clone())
-                    .record(started.elapsed().as_secs_f64());
-                for msg in batch {
-                    metrics::counter!("choreo_consumed_total", "service" => self.spec.service.clone(), "topic" => msg.topic().to_owned()).increment(1);
-                }
-                Outcome::Done
-            }
-            Err(e) => {
-                debug!(service = %self.spec.service, size = batch.len(), error = %e, "batch failed; one message at a time");
-                for msg in batch {
-                    if let Outcome::Interrupted = self.process(msg, shutdown).await {
-                        return Outcome::Interrupted;
-                    }
-                }
-                Outcome::Done
-            }
-        }
-    }
-
-    async fn try_batch(&self, batch: &[BorrowedMessage<'_>]) -> Result<(), HandlerError> {
         // Decoding (and any registry lookup) happens before the transaction.
         let mut decoded = Vec::with_capacity(batch.len());
         for msg in batch {
-            decoded.push(self.incoming(msg).await?);
-        }
-        let mut uow = self.db.begin().await?;
-        let result = async {
-            // Every inbox entry of the batch in one statement; an event id
-            // is new at most once, so a repeat inside the batch is a
-            // duplicate like any other.
-            let ids: Vec<&str> = decoded
-                .iter()
-                .map(|(i, _)| i.event.metadata().event_id.as_str())
-                .collect();
-            let mut fresh = uow.record_inbox_many(&self.spec.service, &ids).await?;
-            for (incoming, trace_ctx) in decoded {
-                if fresh.remove(&incoming.event.metadata().event_id) {
-                    apply::handle(
-                        &mut uow,
-                        &self.spec.service,
-                        &*self.handler,
-                        &incoming,
-                        trace_ctx,
-                    )
-                    .await?;
-                } else {
-                    apply::note_duplicate(&self.spec.service, &incoming);
+            match self.incoming(msg).await {
+                Ok(d) => decoded.push(d),
+                Err(e) => {
+                    debug!(service = %self.spec.service, size = batch.len(), error = %e, "undecodable message in the batch; one message at a time");
+                    for msg in batch {
+                        if let Outcome::Interrupted = self.process(msg, shutdown).await {
+                            return Outcome::Interrupted;
+                        }
+                    }
+                    return Outcome::Done;
                 }
             }
-            Ok::<_, HandlerError>(())
         }
+        let outcomes = apply::apply_all(
+            &self.spec.service,
+            &self.db,
+            &*self.handler,
+            &decoded,
+            BACKOFF,
+            shutdown,
+        )
         .await;
-        if let Err(e) = result {
-            if let Err(rb) = uow.rollback().await {
-                warn!(error = %rb, "rollback failed");
+        metrics::histogram!("choreo_batch_seconds", "service" => self.spec.service.clone())
+            .record(started.elapsed().as_secs_f64());
+        for (msg, outcome) in batch.iter().zip(outcomes) {
+            if let Outcome::Interrupted = self.settle(msg, outcome, shutdown).await {
+                return Outcome::Interrupted;
             }
-            return Err(e);
         }
-        uow.commit().await?;
-        Ok(())
+        Outcome::Done
     }
 }
