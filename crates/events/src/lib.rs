@@ -18,6 +18,8 @@
 //!   [`OrderLine`], [`Address`].
 //! - [`contract`]: the field contract — limits every service checks
 //!   (ids, e-mail, address, items, money, currency).
+//! - [`values`]: the contract's value types every service works with —
+//!   [`OrderId`], [`Currency`], [`Money`] — and [`InvalidValue`].
 //! - [`event`]: the [`Event`] trait, implemented by every record type.
 //! - [`orders`], [`inventory`], [`shipments`], [`payments`],
 //!   [`notifications`], [`requests`]: one module per topic — its records
@@ -46,6 +48,7 @@ pub mod requests;
 pub mod saga;
 pub mod shipments;
 pub mod topic;
+pub mod values;
 
 pub use crate::any::AnyEvent;
 pub use crate::catalogue::{catalogue, SchemaEntry};
@@ -63,3 +66,4 @@ pub use crate::shipments::{
     ShipmentCancelled, ShipmentManifestFailed, ShipmentManifested, ShipmentsEvent,
 };
 pub use crate::topic::{consumed_by, dlq_topic, Topic, CONSUMERS, SERVICES};
+pub use crate::values::{Currency, InvalidValue, Money, OrderId};

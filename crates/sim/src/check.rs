@@ -67,7 +67,7 @@ fn invalid(what: &str, e: impl Display) -> anyhow::Error {
 
 /// Gives the scenario's SKUs their stock and its customers their accounts.
 pub async fn seed(world: &World, scenario: &Scenario, names: &Names) -> anyhow::Result<()> {
-    use choreo_payment::domain::{Account, CustomerId, Money};
+    use choreo_payment::domain::{money, Account, CustomerId};
     let inventory = world.db(Service::Inventory).pool();
     for (i, available) in scenario.stock.iter().enumerate() {
         let sku =
@@ -80,7 +80,7 @@ pub async fn seed(world: &World, scenario: &Scenario, names: &Names) -> anyhow::
         let account = Account {
             customer_id: CustomerId::parse(names.customer(i))
                 .map_err(|e| invalid("customer", e))?,
-            balance: Money::new("balance_minor", customer.balance_minor, CURRENCY)
+            balance: money("balance_minor", customer.balance_minor, CURRENCY)
                 .map_err(|e| invalid("balance", e))?,
             blocked: customer.blocked,
         };
@@ -245,8 +245,8 @@ async fn observe_order(world: &World, bus: &Bus, id: &str) -> anyhow::Result<Obs
             .map(|s| s.as_str().to_owned())
     };
     let net_charge = {
-        let parsed = choreo_payment::domain::OrderId::parse(id.to_owned())
-            .map_err(|e| invalid("order id", e))?;
+        let parsed =
+            choreo_payment::domain::OrderId::parse(id).map_err(|e| invalid("order id", e))?;
         choreo_payment::storage::get_payment(world.db(Service::Payment), &parsed)
             .await
             .context("reading a payment")?

@@ -267,8 +267,7 @@ impl Run<'_> {
             match plan.via {
                 Via::Http => {
                     let draft = self.draft(&plan);
-                    let order_id =
-                        OrderId::parse(&id).map_err(|e| anyhow::anyhow!("order id {id:?}: {e}"))?;
+                    let order_id = OrderId::parse(&id)?;
                     let mut uow = self.world.order_db.begin().await?;
                     let placed = self
                         .orders

@@ -12,25 +12,28 @@
 )]
 
 use choreo_bus::{Emitter, Handler, HandlerError, Incoming};
-use choreo_events::{AnyEvent, CustomerNotified, EventMetadata, OrderPlaced, OrdersEvent};
+use choreo_events::{
+    AnyEvent, CustomerNotified, EventMetadata, InvalidValue, OrderPlaced, OrdersEvent,
+};
 use choreo_outbox::UnitOfWork;
 use lettre::message::Mailbox;
 use tracing::{debug, info};
 
 use crate::config::SERVICE;
-use crate::domain::{self, CancelReason, Decision, Input, Money, OrderId, OrderReplica};
+use crate::domain::{self, CancelReason, Currency, Decision, Input, Money, OrderId, OrderReplica};
 use crate::mail;
 use crate::storage::{self, Notification};
 use crate::transport::Transport;
 
-/// The replica row an `OrderPlaced` stands for.
-pub fn replica_from(event: &OrderPlaced) -> Result<OrderReplica, String> {
+/// The replica row an `OrderPlaced` stands for; an id or currency outside
+/// the field contract makes it none (a mail could not be written).
+pub fn replica_from(event: &OrderPlaced) -> Result<OrderReplica, InvalidValue> {
     Ok(OrderReplica {
-        order_id: OrderId::parse(event.metadata.order_id.clone())?,
+        order_id: OrderId::parse(&event.metadata.order_id)?,
         customer_id: event.customer_id.clone(),
         customer_email: event.customer_email.clone(),
         lines: event.items.clone(),
-        total: Money::new(event.total_minor, event.currency.clone()),
+        total: Money::new(event.total_minor, Currency::parse(&event.currency)?),
         address: event.shipping_address.clone(),
         placed_at: event.metadata.occurred_at,
     })
@@ -57,7 +60,7 @@ impl CommunicationHandler {
 impl Handler for CommunicationHandler {
     async fn handle(&self, uow: &mut UnitOfWork<'_>, msg: &Incoming) -> Result<(), HandlerError> {
         let event = &msg.event;
-        let invalid = |e: String| HandlerError::permanent(format!("invalid event: {e}"));
+        let invalid = |e: InvalidValue| HandlerError::permanent(format!("invalid event: {e}"));
         let input = match event {
             AnyEvent::Orders(OrdersEvent::OrderPlaced(e)) => {
                 Input::Placed(Box::new(replica_from(e).map_err(invalid)?))

@@ -21,7 +21,7 @@ use lettre::{Address, Message};
 
 use choreo_events::contract;
 
-use crate::domain::{Money, Notice, Template};
+use crate::domain::{Currency, InMajorUnits, Money, Notice, Template};
 
 /// Why a notice cannot become a mail. Data problems, never transient.
 #[derive(Debug, thiserror::Error)]
@@ -172,8 +172,13 @@ fn boundary(stem: &str) -> String {
     format!("=_choreo_{hash:016x}")
 }
 
-fn line_total(unit_price_minor: i64, quantity: i32, currency: &str) -> Money {
-    Money::new(
+/// `minor` of the order's currency, as the customer reads it.
+fn amount(minor: i64, currency: &Currency) -> String {
+    InMajorUnits(&Money::new(minor, currency.clone())).to_string()
+}
+
+fn line_total(unit_price_minor: i64, quantity: i32, currency: &Currency) -> String {
+    amount(
         unit_price_minor.saturating_mul(i64::from(quantity)),
         currency,
     )
@@ -234,11 +239,11 @@ fn text_body(notice: &Notice) -> String {
             "  {} x {}  at {}  = {}",
             line.quantity,
             line.sku,
-            Money::new(line.unit_price_minor, currency),
+            amount(line.unit_price_minor, currency),
             line_total(line.unit_price_minor, line.quantity, currency)
         );
     }
-    let _ = writeln!(out, "Total: {}\n", order.total);
+    let _ = writeln!(out, "Total: {}\n", InMajorUnits(&order.total));
     let a = &order.address;
     let _ = writeln!(
         out,
@@ -293,14 +298,14 @@ fn html_body(notice: &Notice) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&line.sku),
             line.quantity,
-            escape(&Money::new(line.unit_price_minor, currency).to_string()),
-            escape(&line_total(line.unit_price_minor, line.quantity, currency).to_string())
+            escape(&amount(line.unit_price_minor, currency)),
+            escape(&line_total(line.unit_price_minor, line.quantity, currency))
         );
     }
     let _ = writeln!(
         out,
         "<tr><td colspan=\"3\"><strong>Total</strong></td><td><strong>{}</strong></td></tr>\n</table>",
-        escape(&order.total.to_string())
+        escape(&InMajorUnits(&order.total).to_string())
     );
     let a = &order.address;
     let _ = writeln!(
@@ -335,7 +340,7 @@ mod tests {
             quantity: 1,
             unit_price_minor: 99,
         });
-        order.total = Money::new(2599, "EUR");
+        order.total = crate::domain::tests::eur(2599);
         Notice {
             template: Template::OrderConfirmed,
             order,

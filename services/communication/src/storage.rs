@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::domain::{Money, OrderId, OrderReplica, Template};
+use crate::domain::{Currency, Money, OrderId, OrderReplica, Template};
 
 /// Most rows `GET /notifications` returns.
 pub const LIST_LIMIT: i64 = 500;
@@ -75,7 +75,7 @@ pub async fn upsert_replica(conn: &mut AnyConnection, order: &OrderReplica) -> R
     .bind(&order.customer_email)
     .bind(lines)
     .bind(order.total.minor)
-    .bind(&order.total.currency)
+    .bind(order.total.currency.as_str())
     .bind(address)
     .bind(order.placed_at)
     .execute(&mut *conn)
@@ -87,6 +87,7 @@ fn replica_from_row(order_id: &OrderId, row: &AnyRow) -> Result<OrderReplica> {
     let corrupt = |what: String| Error::Corrupt(format!("replica of order {order_id}: {what}"));
     let lines: String = row.try_get("lines")?;
     let address: String = row.try_get("address")?;
+    let currency: String = row.try_get("currency")?;
     Ok(OrderReplica {
         order_id: order_id.clone(),
         customer_id: row.try_get("customer_id")?,
@@ -95,7 +96,7 @@ fn replica_from_row(order_id: &OrderId, row: &AnyRow) -> Result<OrderReplica> {
             .map_err(|e| corrupt(format!("lines: {e}")))?,
         total: Money::new(
             row.try_get("total_minor")?,
-            row.try_get::<String, _>("currency")?,
+            Currency::parse(&currency).map_err(|e| corrupt(e.to_string()))?,
         ),
         address: serde_json::from_str::<Address>(&address)
             .map_err(|e| corrupt(format!("address: {e}")))?,

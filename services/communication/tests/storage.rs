@@ -112,6 +112,17 @@ async fn mails_once_per_order_and_template(kind: Kind) {
     );
     assert!(mail_files(&mail_dir).is_empty());
 
+    // An OrderPlaced in a currency outside the contract gives no replica
+    // (its mail could not say what was paid): DLQ, with the reason.
+    let mut xyz = placed("o-xyz");
+    xyz.currency = "XYZ".into();
+    let err = deliver(&db, &handler, xyz).await.unwrap_err();
+    assert!(
+        !err.is_retryable() && err.reason().contains(r#"currency "XYZ""#),
+        "{err}"
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM orders_replica").await, 0);
+
     // The replica follows OrderPlaced; a replay writes the same row.
     deliver(&db, &handler, placed("o1")).await.unwrap();
     deliver(&db, &handler, placed("o1")).await.unwrap();
@@ -124,7 +135,7 @@ async fn mails_once_per_order_and_template(kind: Kind) {
     uow.rollback().await.unwrap();
     assert_eq!(replica.lines, placed("o1").items);
     assert_eq!(replica.address, placed("o1").shipping_address);
-    assert_eq!(replica.total.minor, 5997);
+    assert_eq!(replica.total.to_string(), "5997 EUR");
 
     // Confirmation: one file, one row, one event — however often it comes.
     deliver(&db, &handler, confirmed("o1")).await.unwrap();

@@ -1,6 +1,7 @@
 //! Pure shipment decisions: the per-order state machine of the courier
 //! table in `services/README.md`, and the value types it works on
-//! (`OrderId`, `Country`, `Money`, `Manifest`).
+//! (`Country`, `Consignment`, `Manifest`; `OrderId` and `Money` are the
+//! contract's).
 //!
 //! [`decide`] takes the order's shipment, the input, the routing policy
 //! (served countries, carrier) and a fresh shipment id and tracking number
@@ -19,29 +20,9 @@ use choreo_events::reasons;
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-/// The saga's correlation id: an id by the shared field contract
-/// (`choreo_events::contract::check_id`), so it is safe in logs, URLs and
-/// as a Kafka key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(String);
-
-impl OrderId {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        choreo_events::contract::check_id(raw)
-            .map_err(|problem| Invalid(format!("order id {raw:?} {problem}")))?;
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// The contract's value types ([`choreo_events::values`]), under the paths
+/// the rest of this crate uses.
+pub use choreo_events::{Currency, Money, OrderId};
 
 /// An ISO 3166-1 alpha-2 code in its canonical upper case (`de` reads as
 /// `DE`). Only the shape is checked, not the list of assigned codes.
@@ -78,16 +59,9 @@ impl fmt::Display for Country {
     }
 }
 
-/// An amount in minor units of a currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Money {
-    pub minor: i64,
-    pub currency: String,
-}
-
-/// Where a shipment goes and what it is worth, from `StockReserved`.
-/// `country` is the address's code as given (normalised to upper case);
-/// one that is not a valid code is simply not served.
+/// Where a shipment goes and what it is worth, from a `StockReserved` that
+/// keeps the field contract. `country` is the address's code as given
+/// (normalised to upper case).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consignment {
     pub country: String,
@@ -130,8 +104,12 @@ impl Routing {
 pub enum Input {
     StockReserved(Consignment),
     /// A `StockReserved` whose data breaks the field contract
-    /// (`choreo_events::contract`): nothing can be shipped for it.
-    InvalidConsignment(Consignment),
+    /// (`choreo_events::contract`): nothing can be shipped for it. Only
+    /// its country (normalised) is kept, as `GET /shipments` shows it;
+    /// nothing else in it can be trusted.
+    InvalidConsignment {
+        country: String,
+    },
     PaymentFailed,
     OrderCancelled {
         reason: String,
@@ -181,8 +159,14 @@ pub enum Shipment {
         manifest: Manifest,
         consignment: Consignment,
     },
+    /// Not shipped: the country is not served (`NO_ROUTE`).
     Failed {
         consignment: Consignment,
+    },
+    /// Not shipped: the `StockReserved` broke the field contract
+    /// (`INVALID_DATA`). Stored as FAILED, with only the country.
+    Refused {
+        country: String,
     },
     Cancelled {
         manifest: Manifest,
@@ -197,7 +181,7 @@ impl Shipment {
         match self {
             Shipment::Absent => None,
             Shipment::Manifested { .. } => Some(Status::Manifested),
-            Shipment::Failed { .. } => Some(Status::Failed),
+            Shipment::Failed { .. } | Shipment::Refused { .. } => Some(Status::Failed),
             Shipment::Cancelled { .. } => Some(Status::Cancelled),
             Shipment::Void => Some(Status::Void),
         }
@@ -217,7 +201,15 @@ impl Shipment {
             Shipment::Manifested { consignment, .. }
             | Shipment::Cancelled { consignment, .. }
             | Shipment::Failed { consignment } => Some(consignment),
-            Shipment::Absent | Shipment::Void => None,
+            Shipment::Absent | Shipment::Refused { .. } | Shipment::Void => None,
+        }
+    }
+
+    /// Where the shipment was to go; `None` for no row and for VOID.
+    pub fn country(&self) -> Option<&str> {
+        match self {
+            Shipment::Refused { country } => Some(country),
+            other => other.consignment().map(|c| c.country.as_str()),
         }
     }
 }
@@ -267,9 +259,9 @@ pub fn decide(state: &Shipment, input: &Input, routing: &Routing, fresh: &FreshI
     match (state, input) {
         // Fail the step at once, so the saga compensates now rather than at
         // the order's deadline; the Failed row makes a redelivery a no-op.
-        (Shipment::Absent, Input::InvalidConsignment(consignment)) => Decision {
-            state: Shipment::Failed {
-                consignment: consignment.clone(),
+        (Shipment::Absent, Input::InvalidConsignment { country }) => Decision {
+            state: Shipment::Refused {
+                country: country.clone(),
             },
             emit: vec![Emit::ShipmentManifestFailed {
                 reason: reasons::INVALID_DATA.to_owned(),
@@ -361,14 +353,21 @@ mod tests {
         }
     }
 
+    fn eur(minor: i64) -> Money {
+        Money::new(minor, Currency::parse("EUR").unwrap())
+    }
+
     fn consignment(country: &str) -> Consignment {
         Consignment {
             country: country.into(),
             customer_id: "cust-1".into(),
-            amount: Money {
-                minor: 4_200,
-                currency: "EUR".into(),
-            },
+            amount: eur(4_200),
+        }
+    }
+
+    fn invalid(country: &str) -> Input {
+        Input::InvalidConsignment {
+            country: country.into(),
         }
     }
 
@@ -397,6 +396,7 @@ mod tests {
         vec![
             Input::StockReserved(consignment("DE")),
             Input::StockReserved(consignment("US")),
+            invalid("DE"),
             Input::PaymentFailed,
             cancelled(reasons::TIMEOUT),
         ]
@@ -415,10 +415,7 @@ mod tests {
             vec![Emit::ShipmentManifested {
                 manifest: manifest(),
                 customer_id: "cust-1".into(),
-                amount: Money {
-                    minor: 4_200,
-                    currency: "EUR".into()
-                },
+                amount: eur(4_200),
             }]
         );
     }
@@ -525,6 +522,9 @@ mod tests {
             Shipment::Failed {
                 consignment: consignment("US"),
             },
+            Shipment::Refused {
+                country: "DE".into(),
+            },
             Shipment::Cancelled {
                 manifest: manifest(),
                 consignment: consignment("DE"),
@@ -558,22 +558,16 @@ mod tests {
         ] {
             assert_eq!(status.as_str().parse::<Status>(), Ok(status));
         }
-        assert!(OrderId::parse("").is_err());
     }
 
     #[test]
     fn an_invalid_consignment_fails_the_step_at_once_and_only_once() {
-        let d = decide(
-            &Shipment::Absent,
-            &Input::InvalidConsignment(consignment("DE")),
-            &routing(),
-            &fresh(),
-        );
+        let d = decide(&Shipment::Absent, &invalid("DE"), &routing(), &fresh());
         assert_eq!(
             d,
             Decision {
-                state: Shipment::Failed {
-                    consignment: consignment("DE"),
+                state: Shipment::Refused {
+                    country: "DE".into(),
                 },
                 emit: vec![Emit::ShipmentManifestFailed {
                     reason: reasons::INVALID_DATA.to_owned(),
@@ -581,19 +575,15 @@ mod tests {
             }
         );
         // Redelivered: the Failed row makes it a no-op.
-        let again = decide(
-            &d.state,
-            &Input::InvalidConsignment(consignment("DE")),
-            &routing(),
-            &fresh(),
-        );
+        let again = decide(&d.state, &invalid("DE"), &routing(), &fresh());
         assert!(again.is_noop(&d.state), "{again:?}");
+        assert_eq!(d.state.status(), Some(Status::Failed));
+        assert_eq!(d.state.country(), Some("DE"));
+        assert_eq!(d.state.consignment(), None);
     }
 
     #[test]
-    fn ids_and_countries_show_what_they_hold() {
-        let id = OrderId::parse("o-1").unwrap();
-        assert_eq!((id.as_str(), id.to_string().as_str()), ("o-1", "o-1"));
+    fn countries_show_what_they_hold() {
         assert_eq!(Country::parse("DE").unwrap().to_string(), "DE");
     }
 
@@ -606,6 +596,8 @@ mod tests {
         assert_eq!(failed.consignment(), Some(&consignment("US")));
         assert_eq!(Shipment::Absent.consignment(), None);
         assert_eq!(Shipment::Void.consignment(), None);
+        assert_eq!(failed.country(), Some("US"));
+        assert_eq!(Shipment::Void.country(), None);
     }
 
     #[test]

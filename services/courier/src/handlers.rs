@@ -22,7 +22,9 @@ use choreo_events::{
 };
 use choreo_outbox::{Backend, UnitOfWork};
 
-use crate::domain::{decide, Consignment, Emit, FreshIds, Input, Money, OrderId, Routing, Status};
+use crate::domain::{
+    decide, Consignment, Currency, Emit, FreshIds, Input, Money, OrderId, Routing, Status,
+};
 use crate::storage::{self, Locking};
 use crate::SERVICE;
 
@@ -133,18 +135,11 @@ pub fn fresh_ids() -> FreshIds {
 pub fn input_of(event: &AnyEvent) -> Option<Input> {
     Some(match event {
         AnyEvent::Inventory(InventoryEvent::StockReserved(reserved)) => {
-            let consignment = Consignment {
-                country: reserved
-                    .shipping_address
-                    .country
-                    .trim()
-                    .to_ascii_uppercase(),
-                customer_id: reserved.customer_id.clone(),
-                amount: Money {
-                    minor: reserved.total_minor,
-                    currency: reserved.currency.clone(),
-                },
-            };
+            let country = reserved
+                .shipping_address
+                .country
+                .trim()
+                .to_ascii_uppercase();
             // What courier acts on and passes on to payment; the lines
             // are inventory's business and were checked there.
             let mut v = contract::Violations::new();
@@ -154,18 +149,28 @@ pub fn input_of(event: &AnyEvent) -> Option<Input> {
             // Checked as courier reads it: the country normalised, which
             // courier has always tolerated.
             let address = choreo_events::Address {
-                country: consignment.country.clone(),
+                country: country.clone(),
                 ..reserved.shipping_address.clone()
             };
             contract::check_address(&mut v, "shipping_address", &address);
             let violations = v.into_vec();
-            if violations.is_empty() {
-                Input::StockReserved(consignment)
-            } else {
-                warn!(order_id = ?reserved.metadata.order_id,
-                    problems = %contract::describe(&violations),
-                    "StockReserved breaks the field contract; shipment fails");
-                Input::InvalidConsignment(consignment)
+            // The currency was checked with the rest: it fails to parse
+            // only with a violation reported.
+            match (violations.is_empty(), Currency::parse(&reserved.currency)) {
+                (true, Ok(currency)) => Input::StockReserved(Consignment {
+                    country,
+                    customer_id: reserved.customer_id.clone(),
+                    amount: Money::new(reserved.total_minor, currency),
+                }),
+                (_, currency) => {
+                    let problems = match currency {
+                        Err(e) if violations.is_empty() => e.to_string(),
+                        _ => contract::describe(&violations),
+                    };
+                    warn!(order_id = ?reserved.metadata.order_id, %problems,
+                        "StockReserved breaks the field contract; shipment fails");
+                    Input::InvalidConsignment { country }
+                }
             }
         }
         AnyEvent::Payments(PaymentsEvent::PaymentFailed(_)) => Input::PaymentFailed,
@@ -191,7 +196,7 @@ fn stamp(emit: Emit, cause: &EventMetadata) -> AnyEvent {
             tracking_number: manifest.tracking_number,
             customer_id,
             amount_minor: amount.minor,
-            currency: amount.currency,
+            currency: amount.currency.to_string(),
         }
         .into_any(),
         Emit::ShipmentManifestFailed { reason } => {

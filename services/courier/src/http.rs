@@ -52,7 +52,7 @@ async fn get_shipment(
         shipment_id: manifest.map(|m| m.shipment_id.clone()),
         carrier: manifest.map(|m| m.carrier.clone()),
         tracking_number: manifest.map(|m| m.tracking_number.clone()),
-        country: shipment.consignment().map(|c| c.country.clone()),
+        country: shipment.country().map(str::to_owned),
         order_id,
     }))
 }

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::domain::{Consignment, Manifest, Money, OrderId, Shipment, Status};
+use crate::domain::{Consignment, Currency, Manifest, Money, OrderId, Shipment, Status};
 
 choreo_outbox::service_migrations!();
 
@@ -85,15 +85,15 @@ fn shipment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<Shipment> {
             .ok_or_else(|| corrupt(format!("{column} is NULL")))
     };
     let consignment = || -> Result<Consignment> {
+        let currency = Currency::parse(&text("currency")?).map_err(|e| corrupt(e.to_string()))?;
         Ok(Consignment {
             country: text("country")?,
             customer_id: text("customer_id")?,
-            amount: Money {
-                minor: row
-                    .try_get::<Option<i64>, _>("amount_minor")?
+            amount: Money::new(
+                row.try_get::<Option<i64>, _>("amount_minor")?
                     .ok_or_else(|| corrupt("amount_minor is NULL".into()))?,
-                currency: text("currency")?,
-            },
+                currency,
+            ),
         })
     };
     let manifest = || -> Result<Manifest> {
@@ -112,8 +112,16 @@ fn shipment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<Shipment> {
             manifest: manifest()?,
             consignment: consignment()?,
         },
-        Status::Failed => Shipment::Failed {
-            consignment: consignment()?,
+        // A refused consignment keeps only its country. So did none before
+        // it had a variant of its own: such a row kept the event's fields,
+        // and its currency may be the one that broke the contract.
+        Status::Failed => match row.try_get::<Option<String>, _>("currency")? {
+            Some(code) if Currency::parse(&code).is_ok() => Shipment::Failed {
+                consignment: consignment()?,
+            },
+            _ => Shipment::Refused {
+                country: text("country")?,
+            },
         },
         Status::Void => Shipment::Void,
     })
@@ -130,7 +138,7 @@ pub async fn insert_shipment(
     let Some(status) = next.status() else {
         return Ok(true);
     };
-    let (manifest, consignment) = (next.manifest(), next.consignment());
+    let (manifest, consignment, country) = (next.manifest(), next.consignment(), next.country());
     let inserted = sqlx::query(&format!(
         "INSERT INTO shipments (order_id, {COLUMNS}, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (order_id) DO NOTHING"
@@ -140,10 +148,10 @@ pub async fn insert_shipment(
     .bind(manifest.map(|m| m.shipment_id.clone()))
     .bind(manifest.map(|m| m.carrier.clone()))
     .bind(manifest.map(|m| m.tracking_number.clone()))
-    .bind(consignment.map(|c| c.country.clone()))
+    .bind(country.map(str::to_owned))
     .bind(consignment.map(|c| c.customer_id.clone()))
     .bind(consignment.map(|c| c.amount.minor))
-    .bind(consignment.map(|c| c.amount.currency.clone()))
+    .bind(consignment.map(|c| c.amount.currency.to_string()))
     .bind(now_ms())
     .execute(&mut *conn)
     .await?
@@ -163,7 +171,7 @@ pub async fn update_shipment(
     let Some(status) = next.status() else {
         return Ok(false);
     };
-    let (manifest, consignment) = (next.manifest(), next.consignment());
+    let (manifest, consignment, country) = (next.manifest(), next.consignment(), next.country());
     let updated = sqlx::query(
         "UPDATE shipments SET status = $1, shipment_id = $2, carrier = $3, tracking_number = $4, \
          country = $5, customer_id = $6, amount_minor = $7, currency = $8, updated_at = $9 \
@@ -173,10 +181,10 @@ pub async fn update_shipment(
     .bind(manifest.map(|m| m.shipment_id.clone()))
     .bind(manifest.map(|m| m.carrier.clone()))
     .bind(manifest.map(|m| m.tracking_number.clone()))
-    .bind(consignment.map(|c| c.country.clone()))
+    .bind(country.map(str::to_owned))
     .bind(consignment.map(|c| c.customer_id.clone()))
     .bind(consignment.map(|c| c.amount.minor))
-    .bind(consignment.map(|c| c.amount.currency.clone()))
+    .bind(consignment.map(|c| c.amount.currency.to_string()))
     .bind(now_ms())
     .bind(order_id.as_str())
     .bind(from.as_str())

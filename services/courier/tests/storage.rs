@@ -226,6 +226,76 @@ async fn saga_steps(db: Db) {
     };
     assert!(step(&db, confirmed, fresh(11)).await.is_empty());
     assert_eq!(shipment(&db, "o6").await, Shipment::Absent);
+
+    // A currency outside the contract: refused at once (INVALID_DATA) and
+    // kept with its country only; the cancel that follows changes nothing.
+    let mut bad = reserved("o7", "de");
+    bad.currency = "XYZ".into();
+    let ShipmentsEvent::ShipmentManifestFailed(f) = only(step(&db, bad, fresh(12)).await) else {
+        panic!("expected ShipmentManifestFailed")
+    };
+    assert_eq!(f.reason, reasons::INVALID_DATA);
+    let refused = Shipment::Refused {
+        country: "DE".into(),
+    };
+    assert_eq!(shipment(&db, "o7").await, refused);
+    assert!(step(
+        &db,
+        cancelled("o7", reasons::SHIPPING_UNAVAILABLE),
+        fresh(13)
+    )
+    .await
+    .is_empty());
+    assert_eq!(shipment(&db, "o7").await, refused);
+}
+
+/// Rows this code did not write: a FAILED row of an older version (which
+/// kept every field of a refused event, its bad currency too) reads as
+/// refused; a shipment whose currency is unknown cannot be read back, and
+/// that is permanent.
+async fn rows_read_back(db: Db) {
+    let insert = "INSERT INTO shipments (order_id, status, shipment_id, carrier, \
+                  tracking_number, country, customer_id, amount_minor, currency, updated_at) \
+                  VALUES ($1, $2, $3, $3, $3, 'DE', 'cust-9', 2500, 'XYZ', 0)";
+    for (order_id, status, shipment_id) in [
+        ("old-failed", "FAILED", None),
+        ("bad-currency", "MANIFESTED", Some("ship-1")),
+    ] {
+        choreo_outbox::sqlx::query(insert)
+            .bind(order_id)
+            .bind(status)
+            .bind(shipment_id)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        shipment(&db, "old-failed").await,
+        Shipment::Refused {
+            country: "DE".into()
+        }
+    );
+    let err = storage::get_shipment(db.pool(), &OrderId::parse("bad-currency").unwrap())
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("bad-currency") && message.contains("XYZ"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn rows_read_back_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    rows_read_back(open(&sqlite_url(dir.path())).await).await;
+}
+
+#[tokio::test]
+async fn rows_read_back_on_postgres() {
+    let (url, _guard) = fresh_postgres_url().await;
+    rows_read_back(open(&url).await).await;
 }
 
 /// `StockReserved` and `OrderCancelled` for one order race (different

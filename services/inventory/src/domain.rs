@@ -1,6 +1,6 @@
 //! Pure reservation decisions: the per-order state machine of the
 //! inventory table in `services/README.md`, and the value types it works
-//! on (`OrderId`, `Sku`, `Line`, `Money`).
+//! on (`Sku`, `Line`; `OrderId` and `Money` are the contract's).
 //!
 //! [`decide`] takes the order's reservation, the input and the stock it may
 //! need, and *returns* the new reservation, the stock movements and the
@@ -21,29 +21,9 @@ use choreo_events::{reasons, Address, OrderLine};
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-/// The saga's correlation id: an id by the shared field contract
-/// (`choreo_events::contract::check_id`), so it is safe in logs, URLs and
-/// as a Kafka key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(String);
-
-impl OrderId {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        choreo_events::contract::check_id(raw)
-            .map_err(|problem| Invalid(format!("order id {raw:?} {problem}")))?;
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// The contract's value types ([`choreo_events::values`]), under the paths
+/// the rest of this crate uses.
+pub use choreo_events::{Currency, Money, OrderId};
 
 /// A stock keeping unit: an id by the shared field contract
 /// (`choreo_events::contract::check_id`), so it is safe in a URL path and
@@ -84,13 +64,6 @@ impl fmt::Display for Sku {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// An amount in minor units of a currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Money {
-    pub minor: i64,
-    pub currency: String,
 }
 
 /// One order line as the reservation keeps it: a valid SKU and a positive
@@ -425,10 +398,7 @@ mod tests {
             lines,
             customer_id: "cust-1".into(),
             customer_email: "c1@example.com".into(),
-            total: Money {
-                minor: 1_000,
-                currency: "EUR".into(),
-            },
+            total: Money::new(1_000, Currency::parse("EUR").unwrap()),
             shipping_address: Address {
                 name: "Ada".into(),
                 line1: "Main St 1".into(),
@@ -782,7 +752,6 @@ mod tests {
             unit_price_minor: 1,
         };
         assert!(Line::parse(&bad).is_err());
-        assert!(OrderId::parse(" ").is_err());
         for status in [
             Status::Reserved,
             Status::Failed,
@@ -795,9 +764,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_skus_show_what_they_hold() {
-        let id = OrderId::parse("o-1").unwrap();
-        assert_eq!((id.as_str(), id.to_string().as_str()), ("o-1", "o-1"));
+    fn skus_show_what_they_hold() {
         let widget = sku("WIDGET-1");
         assert_eq!(widget.as_str(), "WIDGET-1");
         assert_eq!(widget.to_string(), "WIDGET-1");

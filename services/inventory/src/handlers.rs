@@ -22,7 +22,7 @@ use choreo_events::{
 use choreo_outbox::{Backend, UnitOfWork};
 
 use crate::domain::{
-    decide, totals, Emit, Input, Line, Money, OrderId, PlacedOrder, Reservation, Status,
+    decide, totals, Currency, Emit, Input, Line, Money, OrderId, PlacedOrder, Reservation, Status,
     StockLevels, StockMove,
 };
 use crate::storage::{self, Locking};
@@ -147,21 +147,23 @@ pub fn input_of(event: &AnyEvent) -> Result<Option<Input>, HandlerError> {
                 .iter()
                 .map(Line::parse)
                 .collect::<Result<Vec<_>, _>>();
-            match (violations.is_empty(), lines) {
-                (true, Ok(lines)) => Input::OrderPlaced(PlacedOrder {
+            // The contract check covers the currency: it fails to parse
+            // only with a violation reported.
+            let currency = Currency::parse(&placed.currency);
+            match (violations.is_empty(), lines, currency) {
+                (true, Ok(lines), Ok(currency)) => Input::OrderPlaced(PlacedOrder {
                     lines,
                     customer_id: placed.customer_id.clone(),
                     customer_email: placed.customer_email.clone(),
-                    total: Money {
-                        minor: placed.total_minor,
-                        currency: placed.currency.clone(),
-                    },
+                    total: Money::new(placed.total_minor, currency),
                     shipping_address: placed.shipping_address.clone(),
                 }),
-                (_, lines) => {
+                (_, lines, currency) => {
                     let mut problems = contract::describe(&violations);
-                    if let Err(e) = lines {
-                        if problems.is_empty() {
+                    if problems.is_empty() {
+                        if let Err(e) = lines {
+                            problems = e.to_string();
+                        } else if let Err(e) = currency {
                             problems = e.to_string();
                         }
                     }
@@ -197,7 +199,7 @@ fn stamp(emit: Emit, cause: &EventMetadata) -> AnyEvent {
             customer_id: order.customer_id,
             customer_email: order.customer_email,
             total_minor: order.total.minor,
-            currency: order.total.currency,
+            currency: order.total.currency.to_string(),
             shipping_address: order.shipping_address,
         }
         .into_any(),

@@ -422,9 +422,9 @@ impl Orders {
         cmd: &PlaceOrder,
         consumed: Consumed<'_>,
     ) -> Result<(), OrderError> {
-        let order_id = OrderId::parse(&cmd.metadata.order_id).map_err(|problem| {
+        let order_id = OrderId::parse(&cmd.metadata.order_id).map_err(|e| {
             let mut errors = std::collections::BTreeMap::new();
-            errors.insert("order_id".to_owned(), problem);
+            errors.insert("order_id".to_owned(), e.problem);
             OrderError::Invalid(FieldErrors(errors))
         })?;
         if let Some(key) = cmd.request_id.as_deref().filter(|k| !k.is_empty()) {

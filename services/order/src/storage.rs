@@ -74,9 +74,9 @@ pub struct OrderRecord {
 impl OrderRecord {
     /// The part of the record [`decide`](crate::domain::decide) reads.
     pub fn state(&self) -> Result<OrderState> {
-        let currency = Currency::parse(&self.currency).ok_or_else(|| StorageError::Corrupt {
+        let currency = Currency::parse(&self.currency).map_err(|e| StorageError::Corrupt {
             order_id: self.order_id.clone(),
-            what: format!("currency {}", self.currency),
+            what: e.to_string(),
         })?;
         Ok(OrderState {
             status: self.status.clone(),

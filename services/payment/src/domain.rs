@@ -17,7 +17,7 @@
 
 use std::fmt;
 
-use choreo_events::reasons;
+use choreo_events::{reasons, InvalidValue};
 
 /// Why a value from an event, a request or the seed file is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,68 +70,33 @@ id_newtype!(
     "customer_id"
 );
 id_newtype!(
-    /// The order a payment belongs to (the saga's correlation id).
-    OrderId,
-    "order_id"
-);
-id_newtype!(
     /// This service's id of a captured payment.
     PaymentId,
     "payment_id"
 );
 
-/// An ISO 4217 currency code from the shared list
-/// ([`contract::ISO_4217`](choreo_events::contract::ISO_4217)), the same
-/// list Order accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Currency(String);
+/// The contract's value types ([`choreo_events::values`]), under the paths
+/// the rest of this crate uses.
+pub use choreo_events::{Currency, Money, OrderId};
 
-impl Currency {
-    pub fn parse(code: &str) -> Result<Self, Invalid> {
-        choreo_events::contract::check_currency(code)
-            .map(|()| Self(code.to_owned()))
-            .map_err(|problem| Invalid::new("currency", problem))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
+/// A contract value that does not parse, as the field it was read from.
+impl From<InvalidValue> for Invalid {
+    fn from(e: InvalidValue) -> Self {
+        Self::new(e.field, e.problem)
     }
 }
 
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// An amount payment accepts: `minor` not negative, in a contract currency.
+/// `field` names the amount in error messages (`balance_minor`,
+/// `amount_minor`).
+pub fn money(field: &'static str, minor: i64, currency: &str) -> Result<Money, Invalid> {
+    if minor < 0 {
+        return Err(Invalid::new(
+            field,
+            format!("must not be negative, got {minor}"),
+        ));
     }
-}
-
-/// A non-negative amount in minor units of a currency.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Money {
-    pub minor: i64,
-    pub currency: Currency,
-}
-
-impl Money {
-    /// `field` names the amount in error messages (`balance_minor`,
-    /// `amount_minor`).
-    pub fn new(field: &'static str, minor: i64, currency: &str) -> Result<Self, Invalid> {
-        if minor < 0 {
-            return Err(Invalid::new(
-                field,
-                format!("must not be negative, got {minor}"),
-            ));
-        }
-        Ok(Self {
-            minor,
-            currency: Currency::parse(currency)?,
-        })
-    }
-}
-
-impl fmt::Display for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.minor, self.currency)
-    }
+    Ok(Money::new(minor, Currency::parse(currency)?))
 }
 
 /// A customer's account as the decision needs it.
@@ -365,7 +330,7 @@ mod tests {
     use super::*;
 
     fn eur(minor: i64) -> Money {
-        Money::new("amount_minor", minor, "EUR").unwrap()
+        money("amount_minor", minor, "EUR").unwrap()
     }
 
     fn alice() -> CustomerId {
@@ -459,7 +424,7 @@ mod tests {
 
     #[test]
     fn other_currency_fails_with_insufficient_funds() {
-        let usd = Money::new("balance_minor", 1_000_000, "USD").unwrap();
+        let usd = money("balance_minor", 1_000_000, "USD").unwrap();
         let d = decide(
             &PaymentState::None,
             &manifested(Some(account(usd, false)), eur(10)),
@@ -547,23 +512,24 @@ mod tests {
 
     #[test]
     fn money_and_ids_are_validated() {
-        assert!(Money::new("amount_minor", -1, "EUR").is_err());
-        assert!(Money::new("amount_minor", 0, "eur").is_err());
-        assert!(Money::new("amount_minor", 0, "EURO").is_err());
+        assert_eq!(
+            money("amount_minor", -1, "EUR").unwrap_err().to_string(),
+            "amount_minor: must not be negative, got -1"
+        );
+        assert_eq!(
+            money("amount_minor", 0, "EURO").unwrap_err().to_string(),
+            "currency: unknown currency code EURO"
+        );
+        assert_eq!(
+            money("amount_minor", 0, "JPY").unwrap().to_string(),
+            "0 JPY"
+        );
         assert!(CustomerId::parse("  ").is_err());
         assert!(CustomerId::parse("a\nb").is_err());
         assert_eq!(
             FailReason::from_code(FailReason::CustomerBlocked.code()),
             Some(FailReason::CustomerBlocked)
         );
-    }
-
-    #[test]
-    fn money_and_currencies_show_what_they_hold() {
-        let money = eur(1250);
-        assert_eq!(money.currency.as_str(), "EUR");
-        assert_eq!(money.currency.to_string(), "EUR");
-        assert_eq!(money.to_string(), "1250 EUR");
     }
 
     #[test]

@@ -59,7 +59,7 @@ fn trigger(event: &AnyEvent) -> Option<Trigger> {
             let mut v = contract::Violations::new();
             v.check("amount_minor", contract::check_money(e.amount_minor));
             let customer_id = CustomerId::parse(e.customer_id.clone());
-            let amount = Money::new("amount_minor", e.amount_minor, &e.currency);
+            let amount = domain::money("amount_minor", e.amount_minor, &e.currency);
             if let Err(e) = &customer_id {
                 v.add(e.field, e.message.clone());
             }

@@ -188,7 +188,7 @@ fn parse_account(path_id: String, body: &[u8]) -> Result<Account, ApiError> {
         Some(Value::String(code)) => match Currency::parse(code) {
             Ok(c) => Some(c),
             Err(e) => {
-                fields.insert(e.field, e.message);
+                fields.insert(e.field, e.problem);
                 None
             }
         },

@@ -22,7 +22,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::{
-    Account, Capture, CustomerId, FailReason, Failure, Invalid, Money, OrderId, PaymentId,
+    self, Account, Capture, CustomerId, FailReason, Failure, Invalid, Money, OrderId, PaymentId,
     PaymentState,
 };
 
@@ -105,7 +105,7 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
     let corrupt = |e: Invalid| Error::Inconsistent(format!("account {customer_id}: {e}"));
     Ok(Account {
         customer_id: CustomerId::parse(customer_id.clone()).map_err(corrupt)?,
-        balance: Money::new("balance_minor", balance_minor, &currency).map_err(corrupt)?,
+        balance: domain::money("balance_minor", balance_minor, &currency).map_err(corrupt)?,
         blocked,
     })
 }
@@ -245,7 +245,7 @@ pub fn parse_seed(path: &Path, bytes: &[u8]) -> Result<Vec<Account>, SeedError> 
             };
             Ok(Account {
                 customer_id: CustomerId::parse(e.customer_id).map_err(invalid)?,
-                balance: Money::new("balance_minor", e.balance_minor, &e.currency)
+                balance: domain::money("balance_minor", e.balance_minor, &e.currency)
                     .map_err(invalid)?,
                 blocked: e.blocked,
             })
@@ -317,7 +317,7 @@ fn payment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<PaymentState> {
     let amount = || -> Result<Money> {
         let minor = amount_minor.ok_or_else(|| corrupt("no amount_minor"))?;
         let currency = currency.as_deref().ok_or_else(|| corrupt("no currency"))?;
-        Money::new("amount_minor", minor, currency).map_err(invalid)
+        domain::money("amount_minor", minor, currency).map_err(invalid)
     };
     let capture = || -> Result<Capture> {
         Ok(Capture {

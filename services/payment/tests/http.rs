@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use choreo_outbox::Db;
-use choreo_payment::domain::{Capture, CustomerId, Money, OrderId, PaymentId, PaymentState};
+use choreo_payment::domain::{money, Capture, CustomerId, OrderId, PaymentId, PaymentState};
 use choreo_payment::{http, storage};
 use common::{fresh_db, Kind};
 use serde_json::{json, Value};
@@ -102,7 +102,7 @@ async fn payment_view_reports_the_net_charge() {
     let capture = Capture {
         payment_id: PaymentId::parse("p-1").unwrap(),
         customer_id: CustomerId::parse("alice").unwrap(),
-        amount: Money::new("amount_minor", 250, "EUR").unwrap(),
+        amount: money("amount_minor", 250, "EUR").unwrap(),
     };
     let captured = PaymentState::Captured(capture.clone());
     let mut uow = db.begin().await.unwrap();

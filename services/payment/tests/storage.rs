@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use choreo_events::{reasons, AnyEvent, OrderCancelled, PaymentsEvent, ShipmentManifested};
 use choreo_outbox::Db;
-use choreo_payment::domain::{Account, CustomerId, Money, OrderId, PaymentState};
+use choreo_payment::domain::{money, Account, CustomerId, OrderId, PaymentState};
 use choreo_payment::{storage, PaymentHandler};
 use common::{deliver, deliver_with_retries, fresh_db, meta, outbox, registry, Kind};
 
@@ -36,7 +36,7 @@ fn cancelled(order_id: &str, reason: &str) -> OrderCancelled {
 async fn account(db: &Db, customer: &str, balance: i64, blocked: bool) {
     let account = Account {
         customer_id: CustomerId::parse(customer).unwrap(),
-        balance: Money::new("balance_minor", balance, "EUR").unwrap(),
+        balance: money("balance_minor", balance, "EUR").unwrap(),
         blocked,
     };
     storage::put_account(db, &account).await.unwrap();
