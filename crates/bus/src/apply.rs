@@ -509,6 +509,11 @@ mod tests {
         max: Duration::from_millis(4),
     };
 
+    /// [`apply_all`] of `batch` with no shutdown, summarised.
+    async fn run(db: &Db, handler: &Scripted, batch: &[(Incoming, TraceContext)]) -> Vec<String> {
+        summary(&apply_all("svc", db, handler, batch, FAST, &CancellationToken::new()).await)
+    }
+
     fn summary(outcomes: &[Outcome<Applied>]) -> Vec<String> {
         outcomes
             .iter()
@@ -528,17 +533,8 @@ mod tests {
         let handler = Scripted::default();
         let (a, b) = (message("a", 0), message("b", 1));
         let repeat = (a.0.clone(), a.1.clone());
-        let outcomes = apply_all(
-            "svc",
-            &db,
-            &handler,
-            &[a, b, repeat],
-            FAST,
-            &CancellationToken::new(),
-        )
-        .await;
         assert_eq!(
-            summary(&outcomes),
+            run(&db, &handler, &[a, b, repeat]).await,
             ["Applied after 1", "Applied after 1", "Duplicate after 1"]
         );
         assert_eq!(committed(&db).await, ["a", "b"]);
@@ -556,17 +552,8 @@ mod tests {
             message("panic-1", 3),
             message("b", 4),
         ];
-        let outcomes = apply_all(
-            "svc",
-            &db,
-            &handler,
-            &batch,
-            FAST,
-            &CancellationToken::new(),
-        )
-        .await;
         assert_eq!(
-            summary(&outcomes),
+            run(&db, &handler, &batch).await,
             [
                 "Applied after 1",
                 "dead letter after 1: poison-1 is refused",
@@ -580,17 +567,18 @@ mod tests {
         // The batch's writes were rolled back: each message's effect is
         // there once, the failed ones' not at all.
         assert_eq!(committed(&db).await, ["a", "flaky-1", "b"]);
-        // Applied again, all of them are duplicates.
-        let again = apply_all(
-            "svc",
-            &db,
-            &handler,
-            &batch,
-            FAST,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(summary(&again)[..1], ["Duplicate after 1".to_owned()]);
+        // Delivered again: what was applied is a duplicate, what was
+        // refused is refused again, nothing new is written.
+        assert_eq!(
+            run(&db, &handler, &batch).await,
+            [
+                "Duplicate after 1",
+                "dead letter after 1: poison-1 is refused",
+                "Duplicate after 1",
+                "dead letter after 1: handler panicked: boom on panic-1",
+                "Duplicate after 1",
+            ]
+        );
         assert_eq!(committed(&db).await, ["a", "flaky-1", "b"]);
     }
 
@@ -598,16 +586,10 @@ mod tests {
     async fn a_retryable_failure_is_retried_in_place_until_it_succeeds() {
         let (db, _dir) = sqlite().await;
         let handler = Scripted::default();
-        let outcomes = apply_all(
-            "svc",
-            &db,
-            &handler,
-            &[message("flaky-1", 0)],
-            FAST,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert_eq!(summary(&outcomes), ["Applied after 3"]);
+        assert_eq!(
+            run(&db, &handler, &[message("flaky-1", 0)]).await,
+            ["Applied after 3"]
+        );
         assert_eq!(handler.calls("flaky-1"), 3);
         assert_eq!(committed(&db).await, ["flaky-1"]);
     }
