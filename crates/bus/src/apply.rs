@@ -529,16 +529,35 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_commits_at_once_and_a_repeat_inside_it_is_a_duplicate() {
+        let metrics = choreo_telemetry::Metrics::global();
         let (db, _dir) = sqlite().await;
         let handler = Scripted::default();
         let (a, b) = (message("a", 0), message("b", 1));
         let repeat = (a.0.clone(), a.1.clone());
         assert_eq!(
-            run(&db, &handler, &[a, b, repeat]).await,
+            summary(
+                &apply_all(
+                    "batch-svc",
+                    &db,
+                    &handler,
+                    &[a, b, repeat],
+                    FAST,
+                    &CancellationToken::new()
+                )
+                .await
+            ),
             ["Applied after 1", "Applied after 1", "Duplicate after 1"]
         );
         assert_eq!(committed(&db).await, ["a", "b"]);
         assert_eq!((handler.calls("a"), handler.calls("b")), (1, 1));
+        // Duplicates are counted where operators see them.
+        let shown = metrics.render();
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("choreo_duplicates_total{service=\"batch-svc\"} 1")),
+            "{shown}"
+        );
     }
 
     #[tokio::test]
