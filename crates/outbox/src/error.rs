@@ -1,4 +1,7 @@
-//! The crate's one error type and its retry classification.
+//! The crate's one error type and its retry classification: for the
+//! outbox and inbox, and for a service's own tables (a service's storage
+//! module uses it as its error, so every storage error of the workspace is
+//! classified by one rule, over the bus and over HTTP alike).
 //!
 //! The messaging runtime decides between *retry in place* (the partition
 //! waits, nothing is skipped) and *dead-letter* (the partition moves on) from
@@ -20,15 +23,47 @@ use sqlx::sqlite::SqliteError;
 /// Result with this crate's [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in outbox/inbox storage.
+/// Everything that can go wrong in outbox/inbox storage, and in a
+/// service's storage of its own rows.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A database operation failed; `context` says which.
+    /// A database operation failed; `context` says which. Retryable as
+    /// [`is_retryable_sqlx`] says.
     #[error("{context}: {source}")]
     Sql {
         context: &'static str,
         #[source]
         source: sqlx::Error,
+    },
+
+    /// A stored row this code cannot read back: a column NULL that must
+    /// not be, a value that does not parse. Permanent: a retry reads the
+    /// same row.
+    #[error("unreadable {table} row {key}: {problem}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        problem: String,
+    },
+
+    /// Another transaction changed the row between this one's read and its
+    /// write (a compare-and-set changed nothing). Retryable: the next
+    /// attempt reads what the other one wrote.
+    #[error("concurrent update: {table} row {key} changed while {doing}")]
+    Conflict {
+        table: &'static str,
+        key: String,
+        doing: String,
+    },
+
+    /// Rows that no longer fit what a write expects of them (an account
+    /// gone or in another currency when a refund comes), or a change no
+    /// state allows. Permanent: only a person can reconcile them.
+    #[error("inconsistent {table} row {key}: {problem}")]
+    Inconsistent {
+        table: &'static str,
+        key: String,
+        problem: String,
     },
 
     /// Running a migrator failed.
@@ -83,7 +118,9 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    /// For `map_err`: a failed database operation, `context` saying which
+    /// (`reading a shipment`).
+    pub fn sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
         move |source| Error::Sql { context, source }
     }
 
@@ -97,7 +134,10 @@ impl Error {
             Error::Migrate(e) => is_retryable_migrate(e),
             // Durability work (an fsync, say) failing is the environment.
             Error::CreateDir { .. } | Error::BeforeCommit { .. } => true,
-            Error::InvalidUrl { .. }
+            Error::Conflict { .. } => true,
+            Error::Corrupt { .. }
+            | Error::Inconsistent { .. }
+            | Error::InvalidUrl { .. }
             | Error::Headers { .. }
             | Error::MessageTooLarge { .. }
             | Error::EncodeHeaders(_) => false,
@@ -294,5 +334,45 @@ mod tests {
             "a too-large message stays too large"
         );
         assert!(too_large.to_string().contains("2000000 bytes"));
+    }
+
+    #[test]
+    fn a_service_row_is_retried_only_after_a_conflict() {
+        let conflict = Error::Conflict {
+            table: "accounts",
+            key: "alice".into(),
+            doing: "debiting 500 EUR".into(),
+        };
+        assert!(conflict.is_retryable());
+        assert_eq!(
+            conflict.to_string(),
+            "concurrent update: accounts row alice changed while debiting 500 EUR"
+        );
+        let corrupt = Error::Corrupt {
+            table: "shipments",
+            key: "o-1".into(),
+            problem: "amount_minor is NULL".into(),
+        };
+        assert!(!corrupt.is_retryable());
+        assert_eq!(
+            corrupt.to_string(),
+            "unreadable shipments row o-1: amount_minor is NULL"
+        );
+        let inconsistent = Error::Inconsistent {
+            table: "accounts",
+            key: "alice".into(),
+            problem: "gone".into(),
+        };
+        assert!(!inconsistent.is_retryable());
+        assert_eq!(
+            inconsistent.to_string(),
+            "inconsistent accounts row alice: gone"
+        );
+        let busy = Error::sql("reading a shipment")(sqlx::Error::PoolTimedOut);
+        assert!(busy.is_retryable());
+        assert!(
+            busy.to_string().starts_with("reading a shipment: "),
+            "{busy}"
+        );
     }
 }

@@ -70,7 +70,9 @@
 //! - [`db`](Db): connecting, migrations, relay read, backlog, retention.
 //! - [`UnitOfWork`]: the write-side transaction (inbox + outbox + `conn()`).
 //! - [`RelayBatch`]: rows to publish, marking them published or set aside.
-//! - [`Error`]: one error type, classified by [`Error::is_retryable`].
+//! - [`Error`]: one error type, classified by [`Error::is_retryable`];
+//!   also the error of every service's own storage module (a row that
+//!   cannot be read back, a compare-and-set that lost, rows that disagree).
 //! - `testing` (feature `testing`): fresh PostgreSQL databases and SQLite
 //!   URLs for tests in this and other crates.
 

@@ -30,8 +30,8 @@ async fn list_notifications(
     Query(params): Query<ListParams>,
 ) -> Result<Json<Vec<Notification>>, ApiError> {
     let order_id = params.order_id.filter(|id| !id.is_empty());
-    storage::list_notifications(&db, order_id.as_deref())
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::server(e.is_retryable(), &e))
+    // A storage error answers 503 when retryable, else 500.
+    Ok(Json(
+        storage::list_notifications(&db, order_id.as_deref()).await?,
+    ))
 }

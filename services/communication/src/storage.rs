@@ -17,39 +17,12 @@ pub const LIST_LIMIT: i64 = 500;
 
 choreo_outbox::service_migrations!();
 
-/// Errors of this module.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Sql(#[from] sqlx::Error),
-    /// Another transaction wrote the row first; a retry sees it.
-    #[error("concurrent update: {0}")]
-    Conflict(String),
-    /// A stored row does not decode; retrying cannot fix it.
-    #[error("{0}")]
-    Corrupt(String),
-}
-
-impl Error {
-    /// Whether trying again may succeed: a busy or unreachable database, a
-    /// concurrent update. The consumer retries such errors in place; the
-    /// HTTP API answers them 503.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Sql(e) => choreo_outbox::is_retryable_sqlx(e),
-            Error::Conflict(_) => true,
-            Error::Corrupt(_) => false,
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl choreo_bus::Classify for Error {
-    fn is_retryable(&self) -> bool {
-        Error::is_retryable(self)
-    }
-}
+/// The workspace's one storage error: a notification recorded by another
+/// transaction first is [`Error::Conflict`] (retryable: the retry finds
+/// it); a row that cannot be read back is [`Error::Corrupt`] (permanent).
+/// Retryable errors are retried in place by the consumer and answered 503
+/// by the API.
+pub use choreo_outbox::{Error, Result};
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -79,12 +52,17 @@ pub async fn upsert_replica(conn: &mut AnyConnection, order: &OrderReplica) -> R
     .bind(address)
     .bind(order.placed_at)
     .execute(&mut *conn)
-    .await?;
+    .await
+    .map_err(Error::sql("writing an order replica"))?;
     Ok(())
 }
 
 fn replica_from_row(order_id: &OrderId, row: &AnyRow) -> Result<OrderReplica> {
-    let corrupt = |what: String| Error::Corrupt(format!("replica of order {order_id}: {what}"));
+    let corrupt = |problem: String| Error::Corrupt {
+        table: "orders_replica",
+        key: order_id.to_string(),
+        problem,
+    };
     let lines: String = row.try_get("lines")?;
     let address: String = row.try_get("address")?;
     let currency: String = row.try_get("currency")?;
@@ -114,7 +92,8 @@ pub async fn load_replica(
     )
     .bind(order_id.as_str())
     .fetch_optional(&mut *conn)
-    .await?;
+    .await
+    .map_err(Error::sql("reading an order replica"))?;
     row.as_ref()
         .map(|row| replica_from_row(order_id, row))
         .transpose()
@@ -167,15 +146,17 @@ pub async fn insert_notification(conn: &mut AnyConnection, n: &Notification) -> 
     .bind(&n.message_id)
     .bind(n.sent_at)
     .execute(&mut *conn)
-    .await?
+    .await
+    .map_err(Error::sql("recording a notification"))?
     .rows_affected();
     if inserted == 1 {
         Ok(())
     } else {
-        Err(Error::Conflict(format!(
-            "{} of order {} recorded concurrently",
-            n.template, n.order_id
-        )))
+        Err(Error::Conflict {
+            table: "notifications",
+            key: format!("({}, {})", n.order_id, n.template),
+            doing: "recording the mail".into(),
+        })
     }
 }
 

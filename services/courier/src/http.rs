@@ -17,13 +17,9 @@ pub fn router(pool: AnyPool) -> Router {
         .with_state(pool)
 }
 
+/// A storage error answers 503 when retryable, else 500
+/// (`From<choreo_outbox::Error>`).
 pub use choreo_bus::ApiError;
-
-impl From<storage::Error> for ApiError {
-    fn from(e: storage::Error) -> Self {
-        ApiError::server(e.is_retryable(), &e)
-    }
-}
 
 /// `GET /shipments/{order_id}`. Shipment fields are `null` until a
 /// shipment exists (FAILED, VOID); `country` is `null` for VOID.

@@ -15,31 +15,10 @@ use crate::domain::{Consignment, Currency, Manifest, Money, OrderId, Shipment, S
 
 choreo_outbox::service_migrations!();
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
-    /// A stored row this code cannot read back; retrying will not help.
-    #[error("shipment of order {order_id}: {detail}")]
-    CorruptShipment { order_id: String, detail: String },
-}
-
-impl Error {
-    /// Whether trying again may succeed: a busy or unreachable database, a
-    /// concurrent update. The consumer retries such errors in place; the
-    /// HTTP API answers them 503.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Sql(e) if choreo_outbox::is_retryable_sqlx(e))
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl choreo_bus::Classify for Error {
-    fn is_retryable(&self) -> bool {
-        Error::is_retryable(self)
-    }
-}
+/// The workspace's one storage error: a row that cannot be read back is
+/// [`Error::Corrupt`] (permanent); a database failure is retried when
+/// trying again may work — in place by the consumer, with 503 by the API.
+pub use choreo_outbox::{Error, Result};
 
 pub use choreo_outbox::Locking;
 
@@ -66,7 +45,8 @@ pub async fn load_shipment(
     let row = sqlx::query(&sql)
         .bind(order_id.as_str())
         .fetch_optional(&mut *conn)
-        .await?;
+        .await
+        .map_err(Error::sql("reading a shipment"))?;
     match row {
         None => Ok(Shipment::Absent),
         Some(row) => shipment_from_row(order_id, &row),
@@ -74,9 +54,10 @@ pub async fn load_shipment(
 }
 
 fn shipment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<Shipment> {
-    let corrupt = |detail: String| Error::CorruptShipment {
-        order_id: order_id.to_string(),
-        detail,
+    let corrupt = |problem: String| Error::Corrupt {
+        table: "shipments",
+        key: order_id.to_string(),
+        problem,
     };
     let status: String = row.try_get("status")?;
     let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
@@ -154,7 +135,8 @@ pub async fn insert_shipment(
     .bind(consignment.map(|c| c.amount.currency.to_string()))
     .bind(now_ms())
     .execute(&mut *conn)
-    .await?
+    .await
+    .map_err(Error::sql("inserting a shipment"))?
     .rows_affected();
     Ok(inserted == 1)
 }
@@ -189,13 +171,17 @@ pub async fn update_shipment(
     .bind(order_id.as_str())
     .bind(from.as_str())
     .execute(&mut *conn)
-    .await?
+    .await
+    .map_err(Error::sql("updating a shipment"))?
     .rows_affected();
     Ok(updated == 1)
 }
 
 /// An order's shipment for the HTTP API; `Absent` when unknown.
 pub async fn get_shipment(pool: &AnyPool, order_id: &OrderId) -> Result<Shipment> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(Error::sql("acquiring a connection"))?;
     load_shipment(&mut conn, Locking::None, order_id).await
 }

@@ -123,3 +123,58 @@ async fn get_shipment_for_every_status_and_404_for_unknown() {
     assert_eq!(body["status"], "VOID");
     assert_eq!(body["country"], Value::Null);
 }
+
+#[tokio::test]
+async fn an_invalid_stock_reserved_shows_as_failed_with_its_country() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&sqlite_url(dir.path())).await.unwrap();
+    db.migrate(storage::migrator(db.backend())).await.unwrap();
+
+    let AnyEvent::Inventory(choreo_events::InventoryEvent::StockReserved(mut bad)) =
+        reserved("o-4", "nl")
+    else {
+        unreachable!()
+    };
+    bad.currency = "XYZ".into();
+    apply(&db, bad.into_any()).await;
+    let (status, body) = get(&db, "/shipments/o-4").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({
+            "order_id": "o-4", "status": "FAILED", "shipment_id": null,
+            "carrier": null, "tracking_number": null, "country": "NL",
+        })
+    );
+}
+
+/// Storage errors over HTTP: a row that cannot be read back is 500 (a
+/// retry reads it again), a database that is away is 503 with
+/// `Retry-After`; neither body shows the cause.
+#[tokio::test]
+async fn storage_errors_answer_500_or_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&sqlite_url(dir.path())).await.unwrap();
+    db.migrate(storage::migrator(db.backend())).await.unwrap();
+    choreo_outbox::sqlx::query(
+        "INSERT INTO shipments (order_id, status, updated_at) VALUES ('o-5', 'LOST', 0)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (status, body) = get(&db, "/shipments/o-5").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body, json!({"error": "internal error"}));
+
+    db.pool().close().await;
+    let request = Request::builder()
+        .uri("/shipments/o-5")
+        .body(Body::empty())
+        .unwrap();
+    let response = http::router(db.pool().clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+}

@@ -26,12 +26,6 @@ pub fn router(pool: AnyPool) -> Router {
 
 pub use choreo_bus::ApiError;
 
-impl From<storage::Error> for ApiError {
-    fn from(e: storage::Error) -> Self {
-        ApiError::server(e.is_retryable(), &e)
-    }
-}
-
 async fn list_stock(State(pool): State<AnyPool>) -> Result<Json<Vec<StockRow>>, ApiError> {
     Ok(Json(storage::list_stock(&pool).await?))
 }

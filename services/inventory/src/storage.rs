@@ -16,31 +16,10 @@ use crate::domain::{Line, OrderId, Reservation, Sku, Status, StockLevels, StockM
 
 choreo_outbox::service_migrations!();
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
-    /// A stored row this code cannot read back; retrying will not help.
-    #[error("reservation {order_id}: {detail}")]
-    CorruptReservation { order_id: String, detail: String },
-}
-
-impl Error {
-    /// Whether trying again may succeed: a busy or unreachable database, a
-    /// concurrent update. The consumer retries such errors in place; the
-    /// HTTP API answers them 503.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Sql(e) if choreo_outbox::is_retryable_sqlx(e))
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl choreo_bus::Classify for Error {
-    fn is_retryable(&self) -> bool {
-        Error::is_retryable(self)
-    }
-}
+/// The workspace's one storage error: a row that cannot be read back is
+/// [`Error::Corrupt`] (permanent); a database failure is retried when
+/// trying again may work — in place by the consumer, with 503 by the API.
+pub use choreo_outbox::{Error, Result};
 
 /// One row of `stock`, as the HTTP API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,13 +61,15 @@ pub async fn load_reservation(
     let row: Option<(String, String)> = sqlx::query_as(&sql)
         .bind(order_id.as_str())
         .fetch_optional(&mut *conn)
-        .await?;
+        .await
+        .map_err(Error::sql("reading a reservation"))?;
     let Some((status, lines)) = row else {
         return Ok(Reservation::Absent);
     };
-    let corrupt = |detail: String| Error::CorruptReservation {
-        order_id: order_id.to_string(),
-        detail,
+    let corrupt = |problem: String| Error::Corrupt {
+        table: "reservations",
+        key: order_id.to_string(),
+        problem,
     };
     let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
     let lines: Vec<Line> =
@@ -116,7 +97,8 @@ pub async fn insert_reservation(
     .bind(lines_json(next.lines()))
     .bind(now_ms())
     .execute(&mut *conn)
-    .await?
+    .await
+    .map_err(Error::sql("inserting a reservation"))?
     .rows_affected();
     Ok(inserted == 1)
 }
@@ -142,7 +124,8 @@ pub async fn update_reservation(
     .bind(order_id.as_str())
     .bind(from.as_str())
     .execute(&mut *conn)
-    .await?
+    .await
+    .map_err(Error::sql("updating a reservation"))?
     .rows_affected();
     Ok(updated == 1)
 }
@@ -168,7 +151,8 @@ pub async fn load_available<'a>(
         let available: Option<i64> = sqlx::query_scalar(&sql)
             .bind(sku.as_str())
             .fetch_optional(&mut *conn)
-            .await?;
+            .await
+            .map_err(Error::sql("reading stock"))?;
         if let Some(available) = available {
             levels.insert(sku.clone(), available);
         }
@@ -203,7 +187,8 @@ pub async fn apply_move(conn: &mut AnyConnection, mv: &StockMove) -> Result<bool
         .bind(*quantity)
         .bind(sku.as_str())
         .execute(&mut *conn)
-        .await?
+        .await
+        .map_err(Error::sql("moving stock"))?
         .rows_affected();
     Ok(changed == 1)
 }
@@ -252,7 +237,10 @@ fn stock_row((sku, available, reserved, committed): (String, i64, i64, i64)) -> 
 
 /// An order's reservation for the HTTP API; `Absent` when unknown.
 pub async fn get_reservation(pool: &AnyPool, order_id: &OrderId) -> Result<Reservation> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(Error::sql("acquiring a connection"))?;
     load_reservation(&mut conn, Locking::None, order_id).await
 }
 

@@ -29,7 +29,7 @@ use choreo_outbox::{Db, UnitOfWork};
 use crate::config::SERVICE;
 use crate::deadline::Clock;
 use crate::domain::{decide, Effect, FieldErrors, Input, OrderDraft, OrderId, Status};
-use crate::storage::{self, OrderRecord, StorageError, TimelineEntry};
+use crate::storage::{self, OrderRecord, TimelineEntry};
 
 /// Why an operation on an order did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -46,10 +46,9 @@ pub enum OrderError {
     /// (only possible if row locks are bypassed); trying again is safe.
     #[error("order {0} changed concurrently")]
     Conflict(String),
+    /// The order's rows or the unit of work around them.
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
-    #[error("transaction: {0}")]
-    Transaction(#[from] choreo_outbox::Error),
+    Storage(#[from] storage::Error),
     #[error("emitting: {0}")]
     Emit(#[from] choreo_bus::Error),
 }
@@ -63,7 +62,6 @@ impl OrderError {
             }
             OrderError::Conflict(_) => true,
             OrderError::Storage(e) => e.is_retryable(),
-            OrderError::Transaction(e) => e.is_retryable(),
             OrderError::Emit(e) => e.is_retryable(),
         }
     }
@@ -173,16 +171,13 @@ impl Orders {
     /// beginning one: SQLite has a single connection.
     pub async fn connection(
         &self,
-    ) -> Result<choreo_outbox::sqlx::pool::PoolConnection<choreo_outbox::sqlx::Any>, StorageError>
+    ) -> Result<choreo_outbox::sqlx::pool::PoolConnection<choreo_outbox::sqlx::Any>, storage::Error>
     {
         self.db
             .pool()
             .acquire()
             .await
-            .map_err(|source| StorageError::Sql {
-                context: "acquiring a connection",
-                source,
-            })
+            .map_err(storage::Error::sql("acquiring a connection"))
     }
 
     /// The clock the order rules read.

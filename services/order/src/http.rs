@@ -27,7 +27,7 @@ use choreo_events::{contract, Address, OrderLine};
 
 use crate::domain::{DraftAddress, DraftLine, FieldErrors, OrderDraft, OrderId, Status};
 use crate::handlers::{OrderError, Orders, PlaceCommand, Placed};
-use crate::storage::{self, ListError, OrderRecord, StorageError, TimelineEntry};
+use crate::storage::{self, ListError, OrderRecord, TimelineEntry};
 
 /// Longest a `?wait=terminal` request is held.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -95,12 +95,6 @@ impl From<OrderError> for ApiError {
             }
             other => ApiError::server(other.is_retryable(), &other),
         }
-    }
-}
-
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        ApiError::server(e.is_retryable(), &e)
     }
 }
 

@@ -21,34 +21,17 @@ use choreo_outbox::Backend;
 
 use crate::domain::{Currency, Money, OrderState, Status};
 
-/// Errors of this module. Database errors keep the sqlx error for the
-/// retry classification; a row this code cannot read back is `Corrupt`.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("{context}: {source}")]
-    Sql {
-        context: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("order {order_id}: unreadable row ({what})")]
-    Corrupt { order_id: String, what: String },
-}
+/// The workspace's one storage error: database errors keep the sqlx error
+/// (and what was being done) for the retry classification; a row this code
+/// cannot read back is [`Error::Corrupt`], permanent.
+pub use choreo_outbox::{Error, Result};
 
-impl StorageError {
-    /// True when trying again later may succeed (busy, connection lost).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            StorageError::Sql { source, .. } => choreo_outbox::is_retryable_sqlx(source),
-            StorageError::Corrupt { .. } => false,
-        }
+fn corrupt(order_id: &str, problem: String) -> Error {
+    Error::Corrupt {
+        table: "orders",
+        key: order_id.to_owned(),
+        problem,
     }
-}
-
-pub type Result<T, E = StorageError> = std::result::Result<T, E>;
-
-fn sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> StorageError {
-    move |source| StorageError::Sql { context, source }
 }
 
 /// One row of `orders`.
@@ -74,10 +57,8 @@ pub struct OrderRecord {
 impl OrderRecord {
     /// The part of the record [`decide`](crate::domain::decide) reads.
     pub fn state(&self) -> Result<OrderState> {
-        let currency = Currency::parse(&self.currency).map_err(|e| StorageError::Corrupt {
-            order_id: self.order_id.clone(),
-            what: e.to_string(),
-        })?;
+        let currency =
+            Currency::parse(&self.currency).map_err(|e| corrupt(&self.order_id, e.to_string()))?;
         Ok(OrderState {
             status: self.status.clone(),
             total: Money {
@@ -112,12 +93,14 @@ const ORDER_COLUMNS: &str = "order_id, idempotency_key, status, reason, customer
      deadline_at, request_hash";
 
 fn status_of(row: &AnyRow, order_id: &str) -> Result<Status> {
-    let name: String = row.try_get("status").map_err(sql("reading status"))?;
-    let reason: Option<String> = row.try_get("reason").map_err(sql("reading reason"))?;
-    Status::from_parts(&name, reason.clone()).ok_or_else(|| StorageError::Corrupt {
-        order_id: order_id.to_owned(),
-        what: format!("status {name} with reason {reason:?}"),
-    })
+    let name: String = row
+        .try_get("status")
+        .map_err(Error::sql("reading status"))?;
+    let reason: Option<String> = row
+        .try_get("reason")
+        .map_err(Error::sql("reading reason"))?;
+    Status::from_parts(&name, reason.clone())
+        .ok_or_else(|| corrupt(order_id, format!("status {name} with reason {reason:?}")))
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -125,22 +108,25 @@ fn json_column<T: serde::de::DeserializeOwned>(
     column: &'static str,
     order_id: &str,
 ) -> Result<T> {
-    let text: String = row.try_get(column).map_err(sql("reading a JSON column"))?;
-    serde_json::from_str(&text).map_err(|e| StorageError::Corrupt {
-        order_id: order_id.to_owned(),
-        what: format!("{column}: {e}"),
-    })
+    let text: String = row
+        .try_get(column)
+        .map_err(Error::sql("reading a JSON column"))?;
+    serde_json::from_str(&text).map_err(|e| corrupt(order_id, format!("{column}: {e}")))
 }
 
 fn order_from_row(row: &AnyRow) -> Result<OrderRecord> {
-    let order_id: String = row.try_get("order_id").map_err(sql("reading order_id"))?;
-    let get_text = |c: &'static str| -> Result<String> { row.try_get(c).map_err(sql(c)) };
-    let get_ms = |c: &'static str| -> Result<i64> { row.try_get(c).map_err(sql(c)) };
+    let order_id: String = row
+        .try_get("order_id")
+        .map_err(Error::sql("reading order_id"))?;
+    let get_text = |c: &'static str| -> Result<String> { row.try_get(c).map_err(Error::sql(c)) };
+    let get_ms = |c: &'static str| -> Result<i64> { row.try_get(c).map_err(Error::sql(c)) };
     Ok(OrderRecord {
         idempotency_key: row
             .try_get("idempotency_key")
-            .map_err(sql("idempotency_key"))?,
-        request_hash: row.try_get("request_hash").map_err(sql("request_hash"))?,
+            .map_err(Error::sql("idempotency_key"))?,
+        request_hash: row
+            .try_get("request_hash")
+            .map_err(Error::sql("request_hash"))?,
         status: status_of(row, &order_id)?,
         customer_id: get_text("customer_id")?,
         customer_email: get_text("customer_email")?,
@@ -162,7 +148,7 @@ pub async fn find(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Ord
         .bind(order_id)
         .fetch_optional(conn)
         .await
-        .map_err(sql("reading an order"))?
+        .map_err(Error::sql("reading an order"))?
         .as_ref()
         .map(order_from_row)
         .transpose()
@@ -182,7 +168,7 @@ pub async fn find_for_update(
         .bind(order_id)
         .fetch_optional(conn)
         .await
-        .map_err(sql("reading an order for update"))?
+        .map_err(Error::sql("reading an order for update"))?
         .as_ref()
         .map(order_from_row)
         .transpose()
@@ -195,7 +181,7 @@ pub async fn find_by_key(conn: &mut AnyConnection, key: &str) -> Result<Option<O
         .bind(key)
         .fetch_optional(conn)
         .await
-        .map_err(sql("reading an order by idempotency key"))?
+        .map_err(Error::sql("reading an order by idempotency key"))?
         .as_ref()
         .map(order_from_row)
         .transpose()
@@ -205,15 +191,14 @@ pub async fn find_by_key(conn: &mut AnyConnection, key: &str) -> Result<Option<O
 /// idempotency key is already taken (on PostgreSQL after waiting for a
 /// concurrent insert of the same key to commit or roll back).
 pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<bool> {
-    let items = serde_json::to_string(&order.items).map_err(|e| StorageError::Corrupt {
-        order_id: order.order_id.clone(),
-        what: format!("items: {e}"),
-    })?;
-    let address =
-        serde_json::to_string(&order.shipping_address).map_err(|e| StorageError::Corrupt {
-            order_id: order.order_id.clone(),
-            what: format!("shipping_address: {e}"),
-        })?;
+    let unwritable = |column: &str, e: serde_json::Error| Error::Inconsistent {
+        table: "orders",
+        key: order.order_id.clone(),
+        problem: format!("{column} do not serialize: {e}"),
+    };
+    let items = serde_json::to_string(&order.items).map_err(|e| unwritable("items", e))?;
+    let address = serde_json::to_string(&order.shipping_address)
+        .map_err(|e| unwritable("shipping_address", e))?;
     let query = format!(
         "INSERT INTO orders ({ORDER_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
@@ -236,7 +221,7 @@ pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<boo
         .bind(&order.request_hash)
         .execute(conn)
         .await
-        .map_err(sql("inserting an order"))?
+        .map_err(Error::sql("inserting an order"))?
         .rows_affected();
     Ok(inserted == 1)
 }
@@ -264,7 +249,7 @@ pub async fn set_status(
     .bind(from.reason().unwrap_or(""))
     .execute(conn)
     .await
-    .map_err(sql("updating an order's status"))?
+    .map_err(Error::sql("updating an order's status"))?
     .rows_affected();
     Ok(changed == 1)
 }
@@ -286,7 +271,7 @@ pub async fn add_timeline(
     .bind(entry.occurred_at)
     .execute(conn)
     .await
-    .map_err(sql("appending to an order's timeline"))?;
+    .map_err(Error::sql("appending to an order's timeline"))?;
     Ok(())
 }
 
@@ -300,14 +285,18 @@ pub async fn timeline(conn: &mut AnyConnection, order_id: &str) -> Result<Vec<Ti
     .bind(order_id)
     .fetch_all(conn)
     .await
-    .map_err(sql("reading an order's timeline"))?;
+    .map_err(Error::sql("reading an order's timeline"))?;
     rows.iter()
         .map(|row| {
             Ok(TimelineEntry {
-                event_type: row.try_get("event_type").map_err(sql("event_type"))?,
-                topic: row.try_get("topic").map_err(sql("topic"))?,
-                event_id: row.try_get("event_id").map_err(sql("event_id"))?,
-                occurred_at: row.try_get("occurred_at").map_err(sql("occurred_at"))?,
+                event_type: row
+                    .try_get("event_type")
+                    .map_err(Error::sql("event_type"))?,
+                topic: row.try_get("topic").map_err(Error::sql("topic"))?,
+                event_id: row.try_get("event_id").map_err(Error::sql("event_id"))?,
+                occurred_at: row
+                    .try_get("occurred_at")
+                    .map_err(Error::sql("occurred_at"))?,
             })
         })
         .collect()
@@ -319,7 +308,7 @@ pub enum ListError {
     #[error("unknown cursor: no order {0}")]
     UnknownCursor(String),
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(#[from] Error),
 }
 
 /// Up to `limit` orders after the order `after` in (created_at, order_id)
@@ -341,7 +330,7 @@ pub async fn list(
                     .bind(id)
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(sql("reading the list cursor"))?;
+                    .map_err(Error::sql("reading the list cursor"))?;
             let created = created.ok_or_else(|| ListError::UnknownCursor(id.to_owned()))?;
             (created, id.to_owned())
         }
@@ -364,15 +353,19 @@ pub async fn list(
         .bind(status.unwrap_or(""))
         .fetch_all(conn)
         .await
-        .map_err(sql("listing orders"))?;
+        .map_err(Error::sql("listing orders"))?;
     let mut page = rows
         .iter()
         .map(|row| {
-            let order_id: String = row.try_get("order_id").map_err(sql("order_id"))?;
+            let order_id: String = row.try_get("order_id").map_err(Error::sql("order_id"))?;
             Ok(OrderSummary {
                 status: status_of(row, &order_id)?,
-                created_at: row.try_get("created_at").map_err(sql("created_at"))?,
-                updated_at: row.try_get("updated_at").map_err(sql("updated_at"))?,
+                created_at: row
+                    .try_get("created_at")
+                    .map_err(Error::sql("created_at"))?,
+                updated_at: row
+                    .try_get("updated_at")
+                    .map_err(Error::sql("updated_at"))?,
                 order_id,
             })
         })
@@ -398,5 +391,5 @@ pub async fn due(conn: &mut AnyConnection, now_ms: i64, limit: i64) -> Result<Ve
     .bind(limit)
     .fetch_all(conn)
     .await
-    .map_err(sql("finding orders past their deadline"))
+    .map_err(Error::sql("finding orders past their deadline"))
 }

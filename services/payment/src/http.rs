@@ -39,12 +39,6 @@ impl From<Invalid> for ApiError {
     }
 }
 
-impl From<storage::Error> for ApiError {
-    fn from(e: storage::Error) -> Self {
-        ApiError::server(e.is_retryable(), &e)
-    }
-}
-
 /// `GET /accounts/{customer_id}` and `PUT` answers.
 #[derive(Debug, Serialize)]
 pub struct AccountView {

@@ -11,7 +11,7 @@
 //!   conditional (`balance_minor >= amount`);
 //!
 //! and any write that finds the world changed under it reports
-//! [`Error::Conflict`], which the handler turns into a retry. SQLite has a
+//! [`Error::Conflict`], which is retried. SQLite has a
 //! single connection, so transactions never overlap there.
 
 use std::path::Path;
@@ -28,41 +28,12 @@ use crate::domain::{
 
 choreo_outbox::service_migrations!();
 
-/// Errors of this module.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Sql(#[from] sqlx::Error),
-    /// Another transaction changed the row between our read and our write;
-    /// trying again sees its result.
-    #[error("concurrent update: {0}")]
-    Conflict(String),
-    /// A stored row or a refund target no longer makes sense; retrying
-    /// cannot fix it.
-    #[error("{0}")]
-    Inconsistent(String),
-}
-
-impl Error {
-    /// Whether trying again may succeed: a busy or unreachable database, a
-    /// concurrent update. The consumer retries such errors in place; the
-    /// HTTP API answers them 503.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Sql(e) => choreo_outbox::is_retryable_sqlx(e),
-            Error::Conflict(_) => true,
-            Error::Inconsistent(_) => false,
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl choreo_bus::Classify for Error {
-    fn is_retryable(&self) -> bool {
-        Error::is_retryable(self)
-    }
-}
+/// The workspace's one storage error: a lost compare-and-set is
+/// [`Error::Conflict`] (retryable); a row that cannot be read back
+/// ([`Error::Corrupt`]) or a refund whose account is gone
+/// ([`Error::Inconsistent`]) is permanent. Retryable errors are retried in
+/// place by the consumer and answered 503 by the API.
+pub use choreo_outbox::{Error, Result};
 
 /// Why the seed could not be loaded; fatal at start.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +55,7 @@ pub enum SeedError {
         source: Invalid,
     },
     #[error("loading the accounts seed: {0}")]
-    Storage(#[from] choreo_outbox::Error),
+    Storage(#[from] Error),
 }
 
 fn now_ms() -> i64 {
@@ -102,7 +73,11 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
     let balance_minor: i64 = row.try_get("balance_minor")?;
     let currency: String = row.try_get("currency")?;
     let blocked = row.try_get::<i64, _>("blocked")? != 0;
-    let corrupt = |e: Invalid| Error::Inconsistent(format!("account {customer_id}: {e}"));
+    let corrupt = |e: Invalid| Error::Corrupt {
+        table: "accounts",
+        key: customer_id.clone(),
+        problem: e.to_string(),
+    };
     Ok(Account {
         customer_id: CustomerId::parse(customer_id.clone()).map_err(corrupt)?,
         balance: domain::money("balance_minor", balance_minor, &currency).map_err(corrupt)?,
@@ -123,7 +98,8 @@ pub async fn lock_account(
     let row = sqlx::query(&sql)
         .bind(customer_id.as_str())
         .fetch_optional(&mut *conn)
-        .await?;
+        .await
+        .map_err(Error::sql("reading an account"))?;
     row.as_ref().map(account_from_row).transpose()
 }
 
@@ -142,14 +118,17 @@ pub async fn debit(
     .bind(customer_id.as_str())
     .bind(amount.currency.as_str())
     .execute(&mut *conn)
-    .await?
+    .await
+    .map_err(Error::sql("debiting an account"))?
     .rows_affected();
     if changed == 1 {
         Ok(())
     } else {
-        Err(Error::Conflict(format!(
-            "account {customer_id} changed before debiting {amount}"
-        )))
+        Err(Error::Conflict {
+            table: "accounts",
+            key: customer_id.to_string(),
+            doing: format!("debiting {amount}"),
+        })
     }
 }
 
@@ -169,15 +148,20 @@ pub async fn credit(
     .bind(customer_id.as_str())
     .bind(amount.currency.as_str())
     .execute(&mut *conn)
-    .await?
+    .await
+    .map_err(Error::sql("crediting an account"))?
     .rows_affected();
     if changed == 1 {
         Ok(())
     } else {
-        Err(Error::Inconsistent(format!(
-            "cannot refund {amount}: account {customer_id} is gone or no longer in {}",
-            amount.currency
-        )))
+        Err(Error::Inconsistent {
+            table: "accounts",
+            key: customer_id.to_string(),
+            problem: format!(
+                "cannot refund {amount}: the account is gone or no longer in {}",
+                amount.currency
+            ),
+        })
     }
 }
 
@@ -262,7 +246,7 @@ pub async fn seed_accounts_if_empty(db: &Db, path: &Path) -> Result<usize, SeedE
         .fetch_one(db.pool())
         .await
         .and_then(|row| row.try_get(0))
-        .map_err(choreo_outbox::Error::from)?;
+        .map_err(Error::sql("counting accounts"))?;
     if count > 0 {
         return Ok(0);
     }
@@ -284,7 +268,7 @@ pub async fn seed_accounts_if_empty(db: &Db, path: &Path) -> Result<usize, SeedE
         .bind(i64::from(account.blocked))
         .execute(uow.conn())
         .await
-        .map_err(choreo_outbox::Error::from)?
+        .map_err(Error::sql("seeding an account"))?
         .rows_affected() as usize;
     }
     uow.commit().await?;
@@ -303,7 +287,11 @@ fn payment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<PaymentState> {
     let amount_minor: Option<i64> = row.try_get("amount_minor")?;
     let currency: Option<String> = row.try_get("currency")?;
     let reason: Option<String> = row.try_get("reason")?;
-    let corrupt = |what: &str| Error::Inconsistent(format!("payment of order {order_id}: {what}"));
+    let corrupt = |what: &str| Error::Corrupt {
+        table: "payments",
+        key: order_id.to_string(),
+        problem: what.to_owned(),
+    };
     let invalid = |e: Invalid| corrupt(&e.to_string());
 
     let customer = || -> Result<CustomerId> {
@@ -363,7 +351,8 @@ pub async fn lock_payment(
     let row = sqlx::query(&sql)
         .bind(order_id.as_str())
         .fetch_optional(&mut *conn)
-        .await?;
+        .await
+        .map_err(Error::sql("reading a payment"))?;
     match row {
         Some(row) => payment_from_row(order_id, &row),
         None => Ok(PaymentState::None),
@@ -439,9 +428,11 @@ pub async fn save_payment(
     next: &PaymentState,
 ) -> Result<()> {
     let Some(cols) = columns(next) else {
-        return Err(Error::Inconsistent(format!(
-            "payment of order {order_id} cannot go back to no state"
-        )));
+        return Err(Error::Inconsistent {
+            table: "payments",
+            key: order_id.to_string(),
+            problem: "a payment cannot go back to no state".into(),
+        });
     };
     let changed = match previous.status() {
         None => sqlx::query(
@@ -459,7 +450,8 @@ pub async fn save_payment(
         .bind(cols.reason)
         .bind(now_ms())
         .execute(&mut *conn)
-        .await?
+        .await
+        .map_err(Error::sql("inserting a payment"))?
         .rows_affected(),
         Some(previous_status) => sqlx::query(
             "UPDATE payments SET status = $1, payment_id = $2, customer_id = $3, \
@@ -477,15 +469,21 @@ pub async fn save_payment(
         .bind(order_id.as_str())
         .bind(previous_status)
         .execute(&mut *conn)
-        .await?
+        .await
+        .map_err(Error::sql("updating a payment"))?
         .rows_affected(),
     };
     if changed == 1 {
         Ok(())
     } else {
-        Err(Error::Conflict(format!(
-            "payment of order {order_id} changed concurrently"
-        )))
+        Err(Error::Conflict {
+            table: "payments",
+            key: order_id.to_string(),
+            doing: match previous.status() {
+                None => format!("inserting it as {}", cols.status),
+                Some(from) => format!("moving it from {from} to {}", cols.status),
+            },
+        })
     }
 }
 

@@ -176,6 +176,59 @@ async fn saga_steps_on_postgres() {
     saga_steps(Kind::Postgres).await;
 }
 
+/// What the storage functions report when the rows are not what the
+/// decision was made on: a lost race is retryable (the consumer tries the
+/// event again, the API answers 503), a refund with nowhere to go is not.
+async fn storage_errors_are_classified(kind: Kind) {
+    let (db, _guard) = fresh_db(kind).await;
+    account(&db, "alice", 100, false).await;
+    let alice = CustomerId::parse("alice").unwrap();
+    let order = OrderId::parse("o1").unwrap();
+    let eur = |minor| money("amount_minor", minor, "EUR").unwrap();
+
+    let mut uow = db.begin().await.unwrap();
+    storage::save_payment(uow.conn(), &order, &PaymentState::None, &PaymentState::Void)
+        .await
+        .unwrap();
+    // Decided on "no payment yet", but one is there by now.
+    let lost = storage::save_payment(uow.conn(), &order, &PaymentState::None, &PaymentState::Void)
+        .await
+        .unwrap_err();
+    assert!(lost.is_retryable(), "{lost:?}");
+    assert_eq!(
+        lost.to_string(),
+        "concurrent update: payments row o1 changed while inserting it as VOID"
+    );
+    // The balance is no longer what the charge was decided on.
+    let short = storage::debit(uow.conn(), &alice, &eur(101))
+        .await
+        .unwrap_err();
+    assert!(short.is_retryable(), "{short:?}");
+    assert!(short.to_string().contains("debiting 101 EUR"), "{short}");
+    // A refund to an account that is gone needs a person.
+    let nobody = CustomerId::parse("nobody").unwrap();
+    let refund = storage::credit(uow.conn(), &nobody, &eur(5))
+        .await
+        .unwrap_err();
+    assert!(!refund.is_retryable(), "{refund:?}");
+    assert_eq!(
+        refund.to_string(),
+        "inconsistent accounts row nobody: cannot refund 5 EUR: the account is gone or \
+         no longer in EUR"
+    );
+    uow.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn storage_errors_are_classified_on_sqlite() {
+    storage_errors_are_classified(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn storage_errors_are_classified_on_postgres() {
+    storage_errors_are_classified(Kind::Postgres).await;
+}
+
 /// Many orders of one customer charged and cancelled concurrently (on
 /// PostgreSQL really in parallel, through several connections): the
 /// balance never goes negative and initial = balance + Σ net charges.
