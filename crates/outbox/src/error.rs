@@ -14,6 +14,7 @@
 //! a good message loses a saga step, while retrying a bad one only delays a
 //! partition until an operator looks.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use sqlx::migrate::MigrateError;
@@ -122,6 +123,17 @@ impl Error {
     /// (`reading a shipment`).
     pub fn sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
         move |source| Error::Sql { context, source }
+    }
+
+    /// For reading a row back: the row of `table` keyed `key` is
+    /// [`Error::Corrupt`], for the problem the returned function is given.
+    pub fn corrupt(table: &'static str, key: impl fmt::Display) -> impl Fn(String) -> Error {
+        let key = key.to_string();
+        move |problem| Error::Corrupt {
+            table,
+            key: key.clone(),
+            problem,
+        }
     }
 
     /// True when the same operation may succeed if retried later (database
@@ -348,11 +360,7 @@ mod tests {
             conflict.to_string(),
             "concurrent update: accounts row alice changed while debiting 500 EUR"
         );
-        let corrupt = Error::Corrupt {
-            table: "shipments",
-            key: "o-1".into(),
-            problem: "amount_minor is NULL".into(),
-        };
+        let corrupt = Error::corrupt("shipments", "o-1")("amount_minor is NULL".into());
         assert!(!corrupt.is_retryable());
         assert_eq!(
             corrupt.to_string(),

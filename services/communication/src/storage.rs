@@ -58,11 +58,7 @@ pub async fn upsert_replica(conn: &mut AnyConnection, order: &OrderReplica) -> R
 }
 
 fn replica_from_row(order_id: &OrderId, row: &AnyRow) -> Result<OrderReplica> {
-    let corrupt = |problem: String| Error::Corrupt {
-        table: "orders_replica",
-        key: order_id.to_string(),
-        problem,
-    };
+    let corrupt = Error::corrupt("orders_replica", order_id);
     let lines: String = row.try_get("lines")?;
     let address: String = row.try_get("address")?;
     let currency: String = row.try_get("currency")?;

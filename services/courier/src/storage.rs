@@ -54,11 +54,7 @@ pub async fn load_shipment(
 }
 
 fn shipment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<Shipment> {
-    let corrupt = |problem: String| Error::Corrupt {
-        table: "shipments",
-        key: order_id.to_string(),
-        problem,
-    };
+    let corrupt = Error::corrupt("shipments", order_id);
     let status: String = row.try_get("status")?;
     let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
     let text = |column: &str| -> Result<String> {

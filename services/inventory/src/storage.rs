@@ -66,11 +66,7 @@ pub async fn load_reservation(
     let Some((status, lines)) = row else {
         return Ok(Reservation::Absent);
     };
-    let corrupt = |problem: String| Error::Corrupt {
-        table: "reservations",
-        key: order_id.to_string(),
-        problem,
-    };
+    let corrupt = Error::corrupt("reservations", order_id);
     let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
     let lines: Vec<Line> =
         serde_json::from_str(&lines).map_err(|e| corrupt(format!("lines: {e}")))?;

@@ -27,11 +27,7 @@ use crate::domain::{Currency, Money, OrderState, Status};
 pub use choreo_outbox::{Error, Result};
 
 fn corrupt(order_id: &str, problem: String) -> Error {
-    Error::Corrupt {
-        table: "orders",
-        key: order_id.to_owned(),
-        problem,
-    }
+    Error::corrupt("orders", order_id)(problem)
 }
 
 /// One row of `orders`.

@@ -73,11 +73,7 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
     let balance_minor: i64 = row.try_get("balance_minor")?;
     let currency: String = row.try_get("currency")?;
     let blocked = row.try_get::<i64, _>("blocked")? != 0;
-    let corrupt = |e: Invalid| Error::Corrupt {
-        table: "accounts",
-        key: customer_id.clone(),
-        problem: e.to_string(),
-    };
+    let corrupt = |e: Invalid| Error::corrupt("accounts", &customer_id)(e.to_string());
     Ok(Account {
         customer_id: CustomerId::parse(customer_id.clone()).map_err(corrupt)?,
         balance: domain::money("balance_minor", balance_minor, &currency).map_err(corrupt)?,
@@ -287,11 +283,8 @@ fn payment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<PaymentState> {
     let amount_minor: Option<i64> = row.try_get("amount_minor")?;
     let currency: Option<String> = row.try_get("currency")?;
     let reason: Option<String> = row.try_get("reason")?;
-    let corrupt = |what: &str| Error::Corrupt {
-        table: "payments",
-        key: order_id.to_string(),
-        problem: what.to_owned(),
-    };
+    let row_corrupt = Error::corrupt("payments", order_id);
+    let corrupt = |what: &str| row_corrupt(what.to_owned());
     let invalid = |e: Invalid| corrupt(&e.to_string());
 
     let customer = || -> Result<CustomerId> {
