@@ -216,16 +216,6 @@ async fn mails_once_per_order_and_template(kind: Kind) {
     );
 }
 
-#[tokio::test]
-async fn mails_once_per_order_and_template_on_sqlite() {
-    mails_once_per_order_and_template(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn mails_once_per_order_and_template_on_postgres() {
-    mails_once_per_order_and_template(Kind::Postgres).await;
-}
-
 async fn rebuild_upserts_only_the_replica(kind: Kind) {
     let (db, _guard) = fresh_db(kind).await;
     assert!(rebuild::apply(&db, &placed("r1").into()).await.unwrap());
@@ -242,12 +232,7 @@ async fn rebuild_upserts_only_the_replica(kind: Kind) {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 0);
 }
 
-#[tokio::test]
-async fn rebuild_upserts_only_the_replica_on_sqlite() {
-    rebuild_upserts_only_the_replica(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn rebuild_upserts_only_the_replica_on_postgres() {
-    rebuild_upserts_only_the_replica(Kind::Postgres).await;
-}
+choreo_testkit::on_both_backends!(
+    mails_once_per_order_and_template,
+    rebuild_upserts_only_the_replica,
+);

@@ -13,15 +13,11 @@ use choreo_events::{
     reasons, Address, AnyEvent, Event, EventMetadata, OrderCancelled, OrderLine, PaymentFailed,
     ShipmentsEvent, StockReserved,
 };
-use choreo_outbox::testing::{fresh_postgres_url, sqlite_url};
 use choreo_outbox::Db;
+use choreo_testkit::service::{fresh_db, Guard, Kind};
 
-async fn open(url: &str) -> Db {
-    let db = Db::connect(url).await.expect("connect");
-    db.migrate(storage::migrator(db.backend()))
-        .await
-        .expect("migrate");
-    db
+async fn open(kind: Kind) -> (Db, Guard) {
+    fresh_db(kind, storage::migrator).await
 }
 
 fn routing() -> Routing {
@@ -123,7 +119,8 @@ fn only(events: Vec<AnyEvent>) -> ShipmentsEvent {
     }
 }
 
-async fn saga_steps(db: Db) {
+async fn saga_steps(kind: Kind) {
+    let (db, _guard) = open(kind).await;
     // Served country: manifested with the ids given, amount = order total.
     let r1 = reserved("o1", "de");
     let ShipmentsEvent::ShipmentManifested(m) = only(step(&db, r1.clone(), fresh(1)).await) else {
@@ -253,7 +250,8 @@ async fn saga_steps(db: Db) {
 /// kept every field of a refused event, its bad currency too) reads as
 /// refused; a shipment whose currency is unknown cannot be read back, and
 /// that is permanent.
-async fn rows_read_back(db: Db) {
+async fn rows_read_back(kind: Kind) {
+    let (db, _guard) = open(kind).await;
     let insert = "INSERT INTO shipments (order_id, status, shipment_id, carrier, \
                   tracking_number, country, customer_id, amount_minor, currency, updated_at) \
                   VALUES ($1, $2, $3, $3, $3, 'DE', 'cust-9', 2500, 'XYZ', 0)";
@@ -286,22 +284,11 @@ async fn rows_read_back(db: Db) {
     );
 }
 
-#[tokio::test]
-async fn rows_read_back_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    rows_read_back(open(&sqlite_url(dir.path())).await).await;
-}
-
-#[tokio::test]
-async fn rows_read_back_on_postgres() {
-    let (url, _guard) = fresh_postgres_url().await;
-    rows_read_back(open(&url).await).await;
-}
-
 /// `StockReserved` and `OrderCancelled` for one order race (different
 /// topics, possibly different replicas). Whichever wins, the order ends
 /// with no active shipment and at most one shipment was ever manifested.
-async fn reservation_and_cancel_race(db: Db) {
+async fn reservation_and_cancel_race(kind: Kind) {
+    let (db, _guard) = open(kind).await;
     for round in 0..6 {
         let order_id = format!("race-{round}");
         let events = [
@@ -342,7 +329,8 @@ async fn reservation_and_cancel_race(db: Db) {
 
 /// The whole handler, emitting through a schema registry run in process:
 /// the event lands in the outbox of the same transaction.
-async fn handler_emits_into_the_outbox(db: Db) {
+async fn handler_emits_into_the_outbox(kind: Kind) {
+    let (db, _guard) = open(kind).await;
     let dir = tempfile::tempdir().unwrap();
     let registry = choreo_registry::Registry::open(dir.path()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -380,38 +368,9 @@ async fn handler_emits_into_the_outbox(db: Db) {
     server.await.unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn saga_steps_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    saga_steps(open(&sqlite_url(dir.path())).await).await;
-}
-
-#[tokio::test]
-async fn saga_steps_on_postgres() {
-    let (url, _guard) = fresh_postgres_url().await;
-    saga_steps(open(&url).await).await;
-}
-
-#[tokio::test]
-async fn reservation_and_cancel_race_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    reservation_and_cancel_race(open(&sqlite_url(dir.path())).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reservation_and_cancel_race_on_postgres() {
-    let (url, _guard) = fresh_postgres_url().await;
-    reservation_and_cancel_race(open(&url).await).await;
-}
-
-#[tokio::test]
-async fn handler_emits_into_the_outbox_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    handler_emits_into_the_outbox(open(&sqlite_url(dir.path())).await).await;
-}
-
-#[tokio::test]
-async fn handler_emits_into_the_outbox_on_postgres() {
-    let (url, _guard) = fresh_postgres_url().await;
-    handler_emits_into_the_outbox(open(&url).await).await;
-}
+choreo_testkit::on_both_backends!(
+    rows_read_back,
+    saga_steps,
+    reservation_and_cancel_race,
+    handler_emits_into_the_outbox,
+);

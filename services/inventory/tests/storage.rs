@@ -13,14 +13,11 @@ use choreo_inventory::domain::{OrderId, Reservation, Sku, Status};
 use choreo_inventory::handlers::{apply, InventoryHandler};
 use choreo_inventory::storage::{self, Locking, SeedEntry, StockRow};
 use choreo_inventory::SERVICE;
-use choreo_outbox::testing::{fresh_postgres_url, sqlite_url};
 use choreo_outbox::Db;
+use choreo_testkit::service::{fresh_db, Guard, Kind};
 
-async fn open(url: &str) -> Db {
-    let db = Db::connect(url).await.expect("connect");
-    db.migrate(storage::migrator(db.backend()))
-        .await
-        .expect("migrate");
+async fn open(kind: Kind) -> (Db, Guard) {
+    let (db, guard) = fresh_db(kind, storage::migrator).await;
     let seed = [("A", 5), ("B", 2), ("C", 1)]
         .map(|(sku, available)| SeedEntry {
             sku: Sku::parse(sku).unwrap(),
@@ -28,7 +25,7 @@ async fn open(url: &str) -> Db {
         })
         .to_vec();
     assert_eq!(storage::seed(db.pool(), &seed).await.unwrap(), 3);
-    db
+    (db, guard)
 }
 
 fn line(sku: &str, quantity: i32) -> OrderLine {
@@ -124,7 +121,8 @@ fn only(events: Vec<AnyEvent>) -> InventoryEvent {
     }
 }
 
-async fn saga_steps(db: Db) {
+async fn saga_steps(kind: Kind) {
+    let (db, _guard) = open(kind).await;
     // Reserve: A is listed twice and summed; the summary is carried on.
     let o1 = placed("o1", vec![line("A", 2), line("B", 1), line("A", 1)]);
     let InventoryEvent::StockReserved(reserved) = only(step(&db, o1.clone()).await) else {
@@ -271,7 +269,8 @@ async fn saga_steps(db: Db) {
 /// Many orders race for the last units of one SKU: exactly as many as fit
 /// are reserved and stock never goes negative. On PostgreSQL the steps
 /// really overlap (row locks serialise them); on SQLite the pool does.
-async fn last_units_race(db: Db) {
+async fn last_units_race(kind: Kind) {
+    let (db, _guard) = open(kind).await;
     const ORDERS: usize = 8;
     let mut tasks = Vec::new();
     for i in 0..ORDERS {
@@ -300,7 +299,8 @@ async fn last_units_race(db: Db) {
 
 /// The whole handler, emitting through a schema registry run in process:
 /// the events land in the outbox of the same transaction.
-async fn handler_emits_into_the_outbox(db: Db) {
+async fn handler_emits_into_the_outbox(kind: Kind) {
+    let (db, _guard) = open(kind).await;
     let dir = tempfile::tempdir().unwrap();
     let registry = choreo_registry::Registry::open(dir.path()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -335,45 +335,8 @@ async fn handler_emits_into_the_outbox(db: Db) {
 }
 
 #[tokio::test]
-async fn saga_steps_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    saga_steps(open(&sqlite_url(dir.path())).await).await;
-}
-
-#[tokio::test]
-async fn saga_steps_on_postgres() {
-    let (url, _guard) = fresh_postgres_url().await;
-    saga_steps(open(&url).await).await;
-}
-
-#[tokio::test]
-async fn last_units_race_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    last_units_race(open(&sqlite_url(dir.path())).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn last_units_race_on_postgres() {
-    let (url, _guard) = fresh_postgres_url().await;
-    last_units_race(open(&url).await).await;
-}
-
-#[tokio::test]
-async fn handler_emits_into_the_outbox_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    handler_emits_into_the_outbox(open(&sqlite_url(dir.path())).await).await;
-}
-
-#[tokio::test]
-async fn handler_emits_into_the_outbox_on_postgres() {
-    let (url, _guard) = fresh_postgres_url().await;
-    handler_emits_into_the_outbox(open(&url).await).await;
-}
-
-#[tokio::test]
 async fn stored_reservation_reads_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(&sqlite_url(dir.path())).await;
+    let (db, _guard) = open(Kind::Sqlite).await;
     step(&db, placed("r1", vec![line("A", 2)])).await;
     let reservation = storage::get_reservation(db.pool(), &OrderId::parse("r1").unwrap())
         .await
@@ -384,3 +347,5 @@ async fn stored_reservation_reads_back() {
     assert_eq!(lines[0].sku.as_str(), "A");
     assert_eq!(lines[0].quantity, 2);
 }
+
+choreo_testkit::on_both_backends!(saga_steps, last_units_race, handler_emits_into_the_outbox,);

@@ -12,7 +12,7 @@ use choreo_events::{
 };
 use choreo_order::deadline::Clock;
 
-use crate::common::{deliver, meta, place_order, request, Backend, TestEnv};
+use crate::common::{deliver, meta, place_order, request, Kind, TestEnv};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -39,7 +39,7 @@ fn payment_completed(order_id: &str) -> PaymentCompleted {
     }
 }
 
-async fn place_is_idempotent_and_compensation_cancels_once(backend: Backend) {
+async fn place_is_idempotent_and_compensation_cancels_once(backend: Kind) {
     let env = TestEnv::new(backend).await;
     let orders = env.orders(DEADLINE);
 
@@ -170,7 +170,7 @@ async fn place_is_idempotent_and_compensation_cancels_once(backend: Backend) {
     );
 }
 
-async fn happy_path_confirms_and_bad_input_is_permanent(backend: Backend) {
+async fn happy_path_confirms_and_bad_input_is_permanent(backend: Kind) {
     let env = TestEnv::new(backend).await;
     let orders = env.orders(DEADLINE);
 
@@ -233,7 +233,7 @@ async fn happy_path_confirms_and_bad_input_is_permanent(backend: Backend) {
     assert_eq!(env.outbox().await.len(), 2);
 }
 
-async fn deadline_cancels_once_across_replicas(backend: Backend) {
+async fn deadline_cancels_once_across_replicas(backend: Kind) {
     let env = TestEnv::new(backend).await;
     // Both replicas read one clock, moved by the test: no sleeping.
     let clock = Clock::manual(1_767_225_600_000);
@@ -297,28 +297,7 @@ async fn deadline_cancels_once_across_replicas(backend: Backend) {
     );
 }
 
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Backend::Postgres).await;
-                }
-            )+
-        }
-    };
-}
-
-on_both_backends!(
+choreo_testkit::on_both_backends!(
     place_is_idempotent_and_compensation_cancels_once,
     happy_path_confirms_and_bad_input_is_permanent,
     deadline_cancels_once_across_replicas,

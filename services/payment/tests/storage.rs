@@ -166,16 +166,6 @@ async fn saga_steps(kind: Kind) {
         .all(|e| e.metadata().producer == "payment" && e.metadata().causation_id.is_some()));
 }
 
-#[tokio::test]
-async fn saga_steps_on_sqlite() {
-    saga_steps(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn saga_steps_on_postgres() {
-    saga_steps(Kind::Postgres).await;
-}
-
 /// What the storage functions report when the rows are not what the
 /// decision was made on: a lost race is retryable (the consumer tries the
 /// event again, the API answers 503), a refund with nowhere to go is not.
@@ -217,16 +207,6 @@ async fn storage_errors_are_classified(kind: Kind) {
          no longer in EUR"
     );
     uow.rollback().await.unwrap();
-}
-
-#[tokio::test]
-async fn storage_errors_are_classified_on_sqlite() {
-    storage_errors_are_classified(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn storage_errors_are_classified_on_postgres() {
-    storage_errors_are_classified(Kind::Postgres).await;
 }
 
 /// Many orders of one customer charged and cancelled concurrently (on
@@ -278,16 +258,6 @@ async fn money_is_conserved(kind: Kind) {
     assert!(captured <= 10, "{captured} captured");
 }
 
-#[tokio::test]
-async fn money_is_conserved_on_sqlite() {
-    money_is_conserved(Kind::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn money_is_conserved_on_postgres() {
-    money_is_conserved(Kind::Postgres).await;
-}
-
 async fn seeds_once(kind: Kind) {
     let (db, _guard) = fresh_db(kind).await;
     let missing = storage::seed_accounts_if_empty(&db, Path::new("/nonexistent/accounts.json"))
@@ -315,12 +285,9 @@ async fn seeds_once(kind: Kind) {
     assert_eq!(balance(&db, "bob").await, 500);
 }
 
-#[tokio::test]
-async fn seeds_once_on_sqlite() {
-    seeds_once(Kind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn seeds_once_on_postgres() {
-    seeds_once(Kind::Postgres).await;
-}
+choreo_testkit::on_both_backends!(
+    saga_steps,
+    storage_errors_are_classified,
+    money_is_conserved,
+    seeds_once,
+);

@@ -21,11 +21,7 @@ use choreo_outbox::sqlx::{self, Row};
 use choreo_outbox::testing::{fresh_postgres_url, sqlite_url, TestDatabase};
 use choreo_outbox::Db;
 
-#[derive(Debug, Clone, Copy)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use choreo_testkit::service::Kind;
 
 /// A running registry; stopped on drop.
 pub struct TestRegistry {
@@ -69,12 +65,12 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    pub async fn new(backend: Backend) -> TestEnv {
+    pub async fn new(backend: Kind) -> TestEnv {
         let registry = start_registry().await;
         let dir = tempfile::tempdir().unwrap();
         let (url, pg) = match backend {
-            Backend::Sqlite => (sqlite_url(dir.path()), None),
-            Backend::Postgres => {
+            Kind::Sqlite => (sqlite_url(dir.path()), None),
+            Kind::Postgres => {
                 let (url, guard) = fresh_postgres_url().await;
                 (url, Some(guard))
             }
