@@ -68,6 +68,16 @@ pub trait ServiceSettings: Sized + Send {
     }
 }
 
+/// `(name, value)` pairs as [`ServiceSettings::from_vars`] takes them, from
+/// string literals (tests and tools that build settings without touching
+/// the process environment).
+pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// Settings every service has. Built by the service's config module from
 /// the environment it passes in. `Debug` hides credentials in URLs.
 #[derive(Clone)]

@@ -46,7 +46,7 @@ pub use config::KafkaSettings;
 pub use consumer::{Consumer, ConsumerSpec, Handler, Incoming, Readiness};
 pub use emitter::Emitter;
 pub use error::{cause_chain, BoxError, Classify, Error, HandlerError, Result};
-pub use host::{runtime, var, CommonSettings, ConfigError, Host, ServiceSettings};
+pub use host::{runtime, var, vars, CommonSettings, ConfigError, Host, ServiceSettings};
 pub use relay::Relay;
 pub use service::{serve, Application, Service};
 

@@ -69,13 +69,7 @@ fn parse_countries(list: &str) -> Result<BTreeSet<Country>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use choreo_bus::vars;
 
     fn codes(s: &Settings) -> Vec<&str> {
         s.routing.countries.iter().map(Country::as_str).collect()

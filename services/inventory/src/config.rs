@@ -44,13 +44,7 @@ impl ServiceSettings for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use choreo_bus::vars;
 
     #[test]
     fn defaults_work_for_make_run() {

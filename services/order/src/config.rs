@@ -64,13 +64,7 @@ fn millis(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use choreo_bus::vars;
 
     #[test]
     fn defaults_work_for_make_run() {
