@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use choreo_bus::{Codec, Emitter, KafkaSettings, Relay};
-use choreo_events::{Address, EventMetadata, OrderLine, OrderPlaced};
+use choreo_events::{EventMetadata, OrderLine, OrderPlaced};
 use choreo_outbox::Db;
 use choreo_stack::{LogSink, Ports, Stack, StackConfig};
 use serde_json::{json, Value};
@@ -47,13 +47,7 @@ fn sample(order_id: &str) -> OrderPlaced {
         }],
         total_minor: 100,
         currency: "EUR".into(),
-        shipping_address: Address {
-            name: "Bench".into(),
-            line1: "1 Load St".into(),
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "DE".into(),
-        },
+        shipping_address: crate::bench::address("DE"),
     }
 }
 

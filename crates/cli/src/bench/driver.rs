@@ -62,13 +62,18 @@ pub(super) fn place_order(order_id: &str, kind: Kind) -> PlaceOrder {
             unit_price_minor: 100,
         }],
         currency: "EUR".into(),
-        shipping_address: Address {
-            name: "Bench".into(),
-            line1: "1 Load St".into(),
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: country.into(),
-        },
+        shipping_address: address(country),
+    }
+}
+
+/// Where every bench order ships: a fixed address in `country`.
+pub(crate) fn address(country: &str) -> Address {
+    Address {
+        name: "Bench".into(),
+        line1: "1 Load St".into(),
+        city: "Berlin".into(),
+        postal_code: "10115".into(),
+        country: country.into(),
     }
 }
 

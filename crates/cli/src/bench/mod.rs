@@ -39,6 +39,7 @@ mod report;
 mod tracker;
 
 use ceiling::{bus_ceiling, consumer_lag};
+pub(crate) use driver::address;
 use driver::Driver;
 use procstat::{stack_processes, ProcSampler, LOAD_GENERATOR};
 use report::print_report;
