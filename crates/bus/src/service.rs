@@ -1,7 +1,8 @@
 //! What the five services' processes share, written once: a service names
-//! what differs (its settings, migrations, start-up work, handler, routes,
-//! any task of its own) by implementing [`Service`]; [`Application`] builds
-//! and runs it on a [`Host`]; [`serve`] is a service binary's `main`.
+//! what differs (its settings, migrations, start-up work, routes, any task
+//! of its own) by implementing [`Service`] on its [`Handler`] — the value
+//! that consumes its topics is the service; [`Application`] builds and runs
+//! it on a [`Host`]; [`serve`] is a service binary's `main`.
 //!
 //! Build order, so everything that can fail at start fails before the
 //! first message is consumed: database (the outbox's and inbox's
@@ -23,23 +24,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{BoxError, Error, Handler, Host, Result, ServiceSettings};
 
-/// One service, as its process runs it.
-pub trait Service: Sized + Send + Sync + 'static {
+/// One service, as its process runs it: the [`Handler`] of its topics,
+/// with what it needs to start and serve.
+pub trait Service: Handler + Sized {
     /// The service's settings.
     type Settings: ServiceSettings;
-    /// What consumes the service's topics.
-    type Handler: Handler;
     /// The service's own migrations (`choreo_outbox::service_migrations!`).
     const MIGRATOR: fn(Backend) -> &'static Migrator;
 
     /// The service's own start-up work on a connected, migrated host (a
-    /// seed, a mail transport, what it logs about its settings).
+    /// seed, a mail transport, what it logs about its settings), ending in
+    /// the handler the host's consumer runs.
     fn start(
         host: &Host,
         settings: Self::Settings,
     ) -> impl Future<Output = std::result::Result<Self, BoxError>> + Send;
-    /// The handler of the service's topics.
-    fn handler(&self, host: &Host) -> Arc<Self::Handler>;
     /// The service's HTTP routes (the host adds its probes).
     fn routes(&self, host: &Host) -> Router;
     /// Tasks of the service's own beside the host's, stopped with them
@@ -56,7 +55,7 @@ pub struct Application<S> {
     host: Host,
     listener: TcpListener,
     addr: SocketAddr,
-    service: S,
+    service: Arc<S>,
 }
 
 impl<S: Service> Application<S> {
@@ -89,7 +88,7 @@ impl<S: Service> Application<S> {
             host,
             listener,
             addr,
-            service,
+            service: Arc::new(service),
         })
     }
 
@@ -124,7 +123,7 @@ impl<S: Service> Application<S> {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         let own_stop = shutdown.child_token();
         let own = self.service.spawn_tasks(own_stop.clone());
-        let handler = self.service.handler(&self.host);
+        let handler = self.service.clone();
         let routes = self.service.routes(&self.host);
         let topics = choreo_events::consumed_by(self.host.settings.service);
         let result = self

@@ -4,7 +4,7 @@
 
 use choreo_bus::ServiceSettings;
 use choreo_communication::cli::{Cli, Command};
-use choreo_communication::startup::Communication;
+use choreo_communication::handlers::CommunicationHandler;
 use choreo_communication::{rebuild, Settings};
 use clap::Parser;
 
@@ -15,6 +15,6 @@ fn main() -> anyhow::Result<()> {
             choreo_telemetry::init_logging("info", settings.common.log_json);
             rebuild::rebuild_replica(settings).await.map(drop)
         }),
-        None => choreo_bus::serve::<Communication>().map_err(anyhow::Error::from_boxed),
+        None => choreo_bus::serve::<CommunicationHandler>().map_err(anyhow::Error::from_boxed),
     }
 }

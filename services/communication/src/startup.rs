@@ -1,8 +1,6 @@
-//! The communication service as `choreo_bus` runs it ([`Communication`]
-//! is its [`Service`]): migrations, the mail transport, the handler and
-//! the routes.
-
-use std::sync::Arc;
+//! The communication service as `choreo_bus` runs it (its handler,
+//! [`CommunicationHandler`], is its [`Service`]): migrations, the mail
+//! transport and the routes.
 
 use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
@@ -15,20 +13,12 @@ use crate::handlers::CommunicationHandler;
 use crate::transport::Transport;
 use crate::{http, storage};
 
-/// The communication service: its handler owns the mail transport.
-#[derive(Debug)]
-pub struct Communication {
-    handler: Arc<CommunicationHandler>,
-}
-
 /// A built communication process: connected, migrated, transport chosen,
 /// bound.
-pub type Application = choreo_bus::Application<Communication>;
+pub type Application = choreo_bus::Application<CommunicationHandler>;
 
-impl Service for Communication {
+impl Service for CommunicationHandler {
     type Settings = Settings;
-    type Handler = CommunicationHandler;
-
     const MIGRATOR: fn(Backend) -> &'static Migrator = storage::migrator;
 
     /// Chooses the mail transport (an unusable SMTP URL fails here).
@@ -39,15 +29,11 @@ impl Service for Communication {
             Transport::Smtp(_) => info!("mails go over SMTP"),
             Transport::Memory(_) => info!("mails are kept in memory"),
         }
-        let handler =
-            CommunicationHandler::new(host.emitter.clone(), transport, settings.mail_from);
-        Ok(Communication {
-            handler: Arc::new(handler),
-        })
-    }
-
-    fn handler(&self, _host: &Host) -> Arc<CommunicationHandler> {
-        self.handler.clone()
+        Ok(CommunicationHandler::new(
+            host.emitter.clone(),
+            transport,
+            settings.mail_from,
+        ))
     }
 
     fn routes(&self, host: &Host) -> Router {

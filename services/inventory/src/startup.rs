@@ -1,9 +1,8 @@
-//! The inventory service as `choreo_bus` runs it ([`Inventory`] is its
-//! [`Service`]): migrations, the stock seed, the handler and the routes.
+//! The inventory service as `choreo_bus` runs it (its handler,
+//! [`InventoryHandler`], is its [`Service`]): migrations, the stock seed
+//! and the routes.
 
 use std::path::Path;
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
@@ -14,30 +13,17 @@ use crate::handlers::InventoryHandler;
 use crate::storage::{self, SeedEntry};
 use crate::{http, Settings};
 
-/// The inventory service.
-#[derive(Debug)]
-pub struct Inventory;
-
 /// A built inventory process: connected, migrated, seeded and bound.
-pub type Application = choreo_bus::Application<Inventory>;
+pub type Application = choreo_bus::Application<InventoryHandler>;
 
-impl Service for Inventory {
+impl Service for InventoryHandler {
     type Settings = Settings;
-    type Handler = InventoryHandler;
-
     const MIGRATOR: fn(Backend) -> &'static Migrator = storage::migrator;
 
     /// Seeds stock when the table is empty.
     async fn start(host: &Host, settings: Settings) -> Result<Self, BoxError> {
         seed_if_empty(&host.db, &settings.stock_seed_file).await?;
-        Ok(Inventory)
-    }
-
-    fn handler(&self, host: &Host) -> Arc<InventoryHandler> {
-        Arc::new(InventoryHandler::new(
-            host.emitter.clone(),
-            host.db.backend(),
-        ))
+        Ok(InventoryHandler::new(host.emitter.clone(), host.db.backend()))
     }
 
     fn routes(&self, host: &Host) -> Router {

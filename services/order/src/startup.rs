@@ -2,11 +2,11 @@
 //! [`Service`]): migrations, [`Orders`] as both handler and HTTP state,
 //! and the deadline timer beside the host's tasks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use choreo_bus::{BoxError, Host, Service};
+use choreo_bus::{BoxError, Handler, HandlerError, Host, Incoming, Service};
+use choreo_outbox::UnitOfWork;
 use choreo_outbox::Backend;
 use sqlx::migrate::Migrator;
 use tokio::task::JoinHandle;
@@ -36,10 +36,15 @@ impl Order {
 /// A built order process: connected, migrated and bound.
 pub type Application = choreo_bus::Application<Order>;
 
+/// Order's topics are handled by its operations.
+impl Handler for Order {
+    async fn handle(&self, uow: &mut UnitOfWork<'_>, msg: &Incoming) -> Result<(), HandlerError> {
+        self.orders.handle(uow, msg).await
+    }
+}
+
 impl Service for Order {
     type Settings = Settings;
-    type Handler = Orders;
-
     const MIGRATOR: fn(Backend) -> &'static Migrator = migrator;
 
     async fn start(host: &Host, settings: Settings) -> Result<Self, BoxError> {
@@ -47,10 +52,6 @@ impl Service for Order {
             orders: Orders::new(host.db.clone(), host.emitter.clone(), settings.deadline),
             timer_tick: settings.timer_tick,
         })
-    }
-
-    fn handler(&self, _host: &Host) -> Arc<Orders> {
-        Arc::new(self.orders.clone())
     }
 
     fn routes(&self, _host: &Host) -> Router {

@@ -1,7 +1,6 @@
-//! The payment service as `choreo_bus` runs it ([`Payment`] is its
-//! [`Service`]): migrations, the accounts seed, the handler and the routes.
-
-use std::sync::Arc;
+//! The payment service as `choreo_bus` runs it (its handler,
+//! [`PaymentHandler`], is its [`Service`]): migrations, the accounts seed
+//! and the routes.
 
 use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
@@ -13,17 +12,11 @@ use crate::config::Settings;
 use crate::handlers::PaymentHandler;
 use crate::{http, storage};
 
-/// The payment service.
-#[derive(Debug)]
-pub struct Payment;
-
 /// A built payment process: connected, migrated, seeded and bound.
-pub type Application = choreo_bus::Application<Payment>;
+pub type Application = choreo_bus::Application<PaymentHandler>;
 
-impl Service for Payment {
+impl Service for PaymentHandler {
     type Settings = Settings;
-    type Handler = PaymentHandler;
-
     const MIGRATOR: fn(Backend) -> &'static Migrator = storage::migrator;
 
     /// Seeds the accounts when the table is empty.
@@ -32,11 +25,7 @@ impl Service for Payment {
         if seeded > 0 {
             info!(accounts = seeded, file = %settings.seed_file.display(), "accounts seeded");
         }
-        Ok(Payment)
-    }
-
-    fn handler(&self, host: &Host) -> Arc<PaymentHandler> {
-        Arc::new(PaymentHandler::new(host.emitter.clone(), host.db.backend()))
+        Ok(PaymentHandler::new(host.emitter.clone(), host.db.backend()))
     }
 
     fn routes(&self, host: &Host) -> Router {
