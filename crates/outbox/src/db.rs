@@ -52,10 +52,9 @@ impl Locking {
     }
 }
 
-impl Backend {
-    /// The row-lock clause a saga step's reads take on this backend.
-    pub fn for_update(self) -> &'static str {
-        Locking::for_backend(self).clause()
+impl From<Backend> for Locking {
+    fn from(backend: Backend) -> Self {
+        Locking::for_backend(backend)
     }
 }
 

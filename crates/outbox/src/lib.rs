@@ -79,6 +79,7 @@
 mod db;
 mod error;
 mod relay;
+pub mod rows;
 mod uow;
 
 #[cfg(feature = "testing")]
@@ -87,6 +88,7 @@ pub mod testing;
 pub use db::{Backend, Db, DbOptions, DeadRow, Locking, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{is_retryable_sqlx, Error, Result};
 pub use relay::{OutboxRow, RelayBatch, SetAside};
+pub use rows::{change_one, changed_one, Table};
 pub use uow::{record_size_bound, OutboxMessage, UnitOfWork};
 
 /// Services write their own state with sqlx in the same transaction; the

@@ -132,7 +132,7 @@ pub async fn notification_exists(
 /// Records a sent mail. If the row is already there another transaction
 /// recorded it concurrently: [`Error::Conflict`], and the retry finds it.
 pub async fn insert_notification(conn: &mut AnyConnection, n: &Notification) -> Result<()> {
-    let inserted = sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO notifications (order_id, template, recipient, message_id, sent_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, template) DO NOTHING",
     )
@@ -140,20 +140,15 @@ pub async fn insert_notification(conn: &mut AnyConnection, n: &Notification) -> 
     .bind(&n.template)
     .bind(&n.recipient)
     .bind(&n.message_id)
-    .bind(n.sent_at)
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::sql("recording a notification"))?
-    .rows_affected();
-    if inserted == 1 {
-        Ok(())
-    } else {
-        Err(Error::Conflict {
+    .bind(n.sent_at);
+    choreo_outbox::change_one(insert, conn, "recording a notification", || {
+        Error::Conflict {
             table: "notifications",
             key: format!("({}, {})", n.order_id, n.template),
             doing: "recording the mail".into(),
-        })
-    }
+        }
+    })
+    .await
 }
 
 /// Newest first, at most [`LIST_LIMIT`]; one order's when `order_id` is set.

@@ -116,8 +116,11 @@ pub enum Input {
     },
 }
 
-/// Stored shipment status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Stored shipment status, by its stored name (`MANIFESTED`, …).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Manifested,
     Failed,
@@ -127,26 +130,7 @@ pub enum Status {
 
 impl Status {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Manifested => "MANIFESTED",
-            Status::Failed => "FAILED",
-            Status::Cancelled => "CANCELLED",
-            Status::Void => "VOID",
-        }
-    }
-}
-
-impl FromStr for Status {
-    type Err = Invalid;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "MANIFESTED" => Status::Manifested,
-            "FAILED" => Status::Failed,
-            "CANCELLED" => Status::Cancelled,
-            "VOID" => Status::Void,
-            other => return Err(Invalid(format!("unknown shipment status `{other}`"))),
-        })
+        self.into()
     }
 }
 
@@ -335,6 +319,7 @@ fn cancel(state: &Shipment, reason: &str) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray as _;
 
     fn routing() -> Routing {
         Routing {
@@ -550,14 +535,13 @@ mod tests {
         for bad in ["", "D", "DEU", "D1", "É"] {
             assert!(Country::parse(bad).is_err(), "{bad}");
         }
-        for status in [
-            Status::Manifested,
-            Status::Failed,
-            Status::Cancelled,
-            Status::Void,
-        ] {
-            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+        // The stored names are data on disk: pinned, and each parses back.
+        let names: Vec<&str> = Status::VARIANTS.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["MANIFESTED", "FAILED", "CANCELLED", "VOID"]);
+        for status in Status::VARIANTS {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(*status));
         }
+        assert!("manifested".parse::<Status>().is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ choreo_outbox::service_migrations!();
 pub use choreo_outbox::{Error, Result};
 
 pub use choreo_outbox::Locking;
+use choreo_outbox::{changed_one, Table};
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -31,6 +32,8 @@ pub fn now_ms() -> i64 {
 const COLUMNS: &str = "status, shipment_id, carrier, tracking_number, country, customer_id, \
                        amount_minor, currency";
 
+const SHIPMENTS: Table = Table::new("shipments", "order_id", COLUMNS, "reading a shipment");
+
 /// The order's shipment (locked for the rest of the transaction when
 /// `locking` says so).
 pub async fn load_shipment(
@@ -38,16 +41,7 @@ pub async fn load_shipment(
     locking: Locking,
     order_id: &OrderId,
 ) -> Result<Shipment> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM shipments WHERE order_id = $1{}",
-        locking.clause()
-    );
-    let row = sqlx::query(&sql)
-        .bind(order_id.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(Error::sql("reading a shipment"))?;
-    match row {
+    match SHIPMENTS.load(conn, locking, order_id.as_str()).await? {
         None => Ok(Shipment::Absent),
         Some(row) => shipment_from_row(order_id, &row),
     }
@@ -56,7 +50,9 @@ pub async fn load_shipment(
 fn shipment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<Shipment> {
     let corrupt = Error::corrupt("shipments", order_id);
     let status: String = row.try_get("status")?;
-    let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
+    let status: Status = status
+        .parse()
+        .map_err(|_| corrupt(format!("unknown shipment status `{status}`")))?;
     let text = |column: &str| -> Result<String> {
         row.try_get::<Option<String>, _>(column)?
             .ok_or_else(|| corrupt(format!("{column} is NULL")))
@@ -116,25 +112,22 @@ pub async fn insert_shipment(
         return Ok(true);
     };
     let (manifest, consignment, country) = (next.manifest(), next.consignment(), next.country());
-    let inserted = sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO shipments (order_id, {COLUMNS}, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (order_id) DO NOTHING"
-    ))
-    .bind(order_id.as_str())
-    .bind(status.as_str())
-    .bind(manifest.map(|m| m.shipment_id.clone()))
-    .bind(manifest.map(|m| m.carrier.clone()))
-    .bind(manifest.map(|m| m.tracking_number.clone()))
-    .bind(country.map(str::to_owned))
-    .bind(consignment.map(|c| c.customer_id.clone()))
-    .bind(consignment.map(|c| c.amount.minor))
-    .bind(consignment.map(|c| c.amount.currency.to_string()))
-    .bind(now_ms())
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::sql("inserting a shipment"))?
-    .rows_affected();
-    Ok(inserted == 1)
+    );
+    let insert = sqlx::query(&sql)
+        .bind(order_id.as_str())
+        .bind(status.as_str())
+        .bind(manifest.map(|m| m.shipment_id.clone()))
+        .bind(manifest.map(|m| m.carrier.clone()))
+        .bind(manifest.map(|m| m.tracking_number.clone()))
+        .bind(country.map(str::to_owned))
+        .bind(consignment.map(|c| c.customer_id.clone()))
+        .bind(consignment.map(|c| c.amount.minor))
+        .bind(consignment.map(|c| c.amount.currency.to_string()))
+        .bind(now_ms());
+    changed_one(insert, conn, "inserting a shipment").await
 }
 
 /// Moves an order's shipment from `from` to `next` (every column, so the
@@ -150,7 +143,7 @@ pub async fn update_shipment(
         return Ok(false);
     };
     let (manifest, consignment, country) = (next.manifest(), next.consignment(), next.country());
-    let updated = sqlx::query(
+    let update = sqlx::query(
         "UPDATE shipments SET status = $1, shipment_id = $2, carrier = $3, tracking_number = $4, \
          country = $5, customer_id = $6, amount_minor = $7, currency = $8, updated_at = $9 \
          WHERE order_id = $10 AND status = $11",
@@ -165,12 +158,8 @@ pub async fn update_shipment(
     .bind(consignment.map(|c| c.amount.currency.to_string()))
     .bind(now_ms())
     .bind(order_id.as_str())
-    .bind(from.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::sql("updating a shipment"))?
-    .rows_affected();
-    Ok(updated == 1)
+    .bind(from.as_str());
+    changed_one(update, conn, "updating a shipment").await
 }
 
 /// An order's shipment for the HTTP API; `Absent` when unknown.

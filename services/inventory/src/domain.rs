@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -142,8 +141,11 @@ pub enum Input {
     },
 }
 
-/// Stored reservation status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Stored reservation status, by its stored name (`RESERVED`, …).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Reserved,
     Failed,
@@ -154,28 +156,7 @@ pub enum Status {
 
 impl Status {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Reserved => "RESERVED",
-            Status::Failed => "FAILED",
-            Status::Released => "RELEASED",
-            Status::Committed => "COMMITTED",
-            Status::Void => "VOID",
-        }
-    }
-}
-
-impl FromStr for Status {
-    type Err = Invalid;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "RESERVED" => Status::Reserved,
-            "FAILED" => Status::Failed,
-            "RELEASED" => Status::Released,
-            "COMMITTED" => Status::Committed,
-            "VOID" => Status::Void,
-            other => return Err(Invalid(format!("unknown reservation status `{other}`"))),
-        })
+        self.into()
     }
 }
 
@@ -380,6 +361,7 @@ fn release(lines: &[Line], reason: &str) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray as _;
 
     fn sku(s: &str) -> Sku {
         Sku::parse(s).unwrap()
@@ -752,15 +734,16 @@ mod tests {
             unit_price_minor: 1,
         };
         assert!(Line::parse(&bad).is_err());
-        for status in [
-            Status::Reserved,
-            Status::Failed,
-            Status::Released,
-            Status::Committed,
-            Status::Void,
-        ] {
-            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+        // The stored names are data on disk: pinned, and each parses back.
+        let names: Vec<&str> = Status::VARIANTS.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            ["RESERVED", "FAILED", "RELEASED", "COMMITTED", "VOID"]
+        );
+        for status in Status::VARIANTS {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(*status));
         }
+        assert!("reserved".parse::<Status>().is_err());
     }
 
     #[test]

@@ -2,5 +2,6 @@
 //! library and `choreo_bus::serve`.
 
 fn main() -> anyhow::Result<()> {
-    choreo_bus::serve::<choreo_inventory::handlers::InventoryHandler>().map_err(anyhow::Error::from_boxed)
+    choreo_bus::serve::<choreo_inventory::handlers::InventoryHandler>()
+        .map_err(anyhow::Error::from_boxed)
 }

@@ -2,12 +2,12 @@
 //! [`InventoryHandler`], is its [`Service`]): migrations, the stock seed
 //! and the routes.
 
-use std::path::Path;
 use anyhow::Context as _;
 use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
 use choreo_outbox::{Backend, Db};
 use sqlx::migrate::Migrator;
+use std::path::Path;
 
 use crate::handlers::InventoryHandler;
 use crate::storage::{self, SeedEntry};
@@ -23,7 +23,10 @@ impl Service for InventoryHandler {
     /// Seeds stock when the table is empty.
     async fn start(host: &Host, settings: Settings) -> Result<Self, BoxError> {
         seed_if_empty(&host.db, &settings.stock_seed_file).await?;
-        Ok(InventoryHandler::new(host.emitter.clone(), host.db.backend()))
+        Ok(InventoryHandler::new(
+            host.emitter.clone(),
+            host.db.backend(),
+        ))
     }
 
     fn routes(&self, host: &Host) -> Router {

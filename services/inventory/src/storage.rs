@@ -9,8 +9,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use choreo_outbox::{changed_one, Table};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::domain::{Line, OrderId, Reservation, Sku, Status, StockLevels, StockMove};
 
@@ -46,6 +47,13 @@ pub fn now_ms() -> i64 {
 
 pub use choreo_outbox::Locking;
 
+const RESERVATIONS: Table = Table::new(
+    "reservations",
+    "order_id",
+    "status, lines",
+    "reading a reservation",
+);
+
 /// The order's reservation, locked for the rest of the transaction on
 /// PostgreSQL so a concurrent step for the same order (from another topic,
 /// on another replica) waits and then sees our result.
@@ -54,20 +62,15 @@ pub async fn load_reservation(
     locking: Locking,
     order_id: &OrderId,
 ) -> Result<Reservation> {
-    let sql = format!(
-        "SELECT status, lines FROM reservations WHERE order_id = $1{}",
-        locking.clause()
-    );
-    let row: Option<(String, String)> = sqlx::query_as(&sql)
-        .bind(order_id.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(Error::sql("reading a reservation"))?;
-    let Some((status, lines)) = row else {
+    let Some(row) = RESERVATIONS.load(conn, locking, order_id.as_str()).await? else {
         return Ok(Reservation::Absent);
     };
     let corrupt = Error::corrupt("reservations", order_id);
-    let status: Status = status.parse().map_err(|e| corrupt(format!("{e}")))?;
+    let status: String = row.try_get("status")?;
+    let status: Status = status
+        .parse()
+        .map_err(|_| corrupt(format!("unknown reservation status `{status}`")))?;
+    let lines: String = row.try_get("lines")?;
     let lines: Vec<Line> =
         serde_json::from_str(&lines).map_err(|e| corrupt(format!("lines: {e}")))?;
     Ok(Reservation::from_parts(status, lines))
@@ -84,19 +87,15 @@ pub async fn insert_reservation(
     let Some(status) = next.status() else {
         return Ok(true);
     };
-    let inserted = sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO reservations (order_id, status, lines, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(order_id.as_str())
     .bind(status.as_str())
     .bind(lines_json(next.lines()))
-    .bind(now_ms())
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::sql("inserting a reservation"))?
-    .rows_affected();
-    Ok(inserted == 1)
+    .bind(now_ms());
+    changed_one(insert, conn, "inserting a reservation").await
 }
 
 /// Moves an order's reservation from `from` to `next`. Returns `false`
@@ -110,7 +109,7 @@ pub async fn update_reservation(
     let Some(status) = next.status() else {
         return Ok(false);
     };
-    let updated = sqlx::query(
+    let update = sqlx::query(
         "UPDATE reservations SET status = $1, lines = $2, updated_at = $3 \
          WHERE order_id = $4 AND status = $5",
     )
@@ -118,12 +117,8 @@ pub async fn update_reservation(
     .bind(lines_json(next.lines()))
     .bind(now_ms())
     .bind(order_id.as_str())
-    .bind(from.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::sql("updating a reservation"))?
-    .rows_affected();
-    Ok(updated == 1)
+    .bind(from.as_str());
+    changed_one(update, conn, "updating a reservation").await
 }
 
 fn lines_json(lines: &[Line]) -> String {
@@ -179,14 +174,8 @@ pub async fn apply_move(conn: &mut AnyConnection, mv: &StockMove) -> Result<bool
             quantity,
         ),
     };
-    let changed = sqlx::query(sql)
-        .bind(*quantity)
-        .bind(sku.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(Error::sql("moving stock"))?
-        .rows_affected();
-    Ok(changed == 1)
+    let update = sqlx::query(sql).bind(*quantity).bind(sku.as_str());
+    changed_one(update, conn, "moving stock").await
 }
 
 /// Every SKU, sorted.

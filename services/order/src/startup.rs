@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::Router;
 use choreo_bus::{BoxError, Handler, HandlerError, Host, Incoming, Service};
-use choreo_outbox::UnitOfWork;
 use choreo_outbox::Backend;
+use choreo_outbox::UnitOfWork;
 use sqlx::migrate::Migrator;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -17,7 +17,7 @@
 use choreo_events::{Address, OrderLine};
 use choreo_outbox::sqlx::any::AnyRow;
 use choreo_outbox::sqlx::{self, AnyConnection, Row};
-use choreo_outbox::Backend;
+use choreo_outbox::{changed_one, Backend, Table};
 
 use crate::domain::{Currency, Money, OrderState, Status};
 
@@ -87,6 +87,13 @@ pub struct OrderSummary {
 const ORDER_COLUMNS: &str = "order_id, idempotency_key, status, reason, customer_id, \
      customer_email, items, total_minor, currency, shipping_address, created_at, updated_at, \
      deadline_at, request_hash";
+
+const ORDERS: Table = Table::new(
+    "orders",
+    "order_id",
+    ORDER_COLUMNS,
+    "reading an order for update",
+);
 
 fn status_of(row: &AnyRow, order_id: &str) -> Result<Status> {
     let name: String = row
@@ -158,13 +165,9 @@ pub async fn find_for_update(
     backend: Backend,
     order_id: &str,
 ) -> Result<Option<OrderRecord>> {
-    let lock = backend.for_update();
-    let query = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1{lock}");
-    sqlx::query(&query)
-        .bind(order_id)
-        .fetch_optional(conn)
-        .await
-        .map_err(Error::sql("reading an order for update"))?
+    ORDERS
+        .load(conn, backend, order_id)
+        .await?
         .as_ref()
         .map(order_from_row)
         .transpose()
@@ -200,7 +203,7 @@ pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<boo
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT DO NOTHING"
     );
-    let inserted = sqlx::query(&query)
+    let insert = sqlx::query(&query)
         .bind(&order.order_id)
         .bind(&order.idempotency_key)
         .bind(order.status.name())
@@ -214,12 +217,8 @@ pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<boo
         .bind(order.created_at)
         .bind(order.updated_at)
         .bind(order.deadline_at)
-        .bind(&order.request_hash)
-        .execute(conn)
-        .await
-        .map_err(Error::sql("inserting an order"))?
-        .rows_affected();
-    Ok(inserted == 1)
+        .bind(&order.request_hash);
+    changed_one(insert, conn, "inserting an order").await
 }
 
 /// Moves the order from `from` to `to`. Returns `false`, changing nothing,
@@ -233,7 +232,7 @@ pub async fn set_status(
 ) -> Result<bool> {
     // `reason IS NOT DISTINCT FROM` is not portable; compare the reason
     // through COALESCE so NULL equals NULL on both backends.
-    let changed = sqlx::query(
+    let update = sqlx::query(
         "UPDATE orders SET status = $1, reason = $2, updated_at = $3 \
          WHERE order_id = $4 AND status = $5 AND COALESCE(reason, '') = $6",
     )
@@ -242,12 +241,8 @@ pub async fn set_status(
     .bind(now_ms)
     .bind(order_id)
     .bind(from.name())
-    .bind(from.reason().unwrap_or(""))
-    .execute(conn)
-    .await
-    .map_err(Error::sql("updating an order's status"))?
-    .rows_affected();
-    Ok(changed == 1)
+    .bind(from.reason().unwrap_or(""));
+    changed_one(update, conn, "updating an order's status").await
 }
 
 /// Appends to the order's timeline.

@@ -2,5 +2,6 @@
 //! library and `choreo_bus::serve`.
 
 fn main() -> anyhow::Result<()> {
-    choreo_bus::serve::<choreo_payment::handlers::PaymentHandler>().map_err(anyhow::Error::from_boxed)
+    choreo_bus::serve::<choreo_payment::handlers::PaymentHandler>()
+        .map_err(anyhow::Error::from_boxed)
 }

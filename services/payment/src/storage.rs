@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use choreo_outbox::{Backend, Db};
+use choreo_outbox::{change_one, Backend, Db, Table};
 use serde::Deserialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -68,6 +68,13 @@ fn now_ms() -> i64 {
 
 const ACCOUNT_COLUMNS: &str = "customer_id, balance_minor, currency, blocked";
 
+const ACCOUNTS: Table = Table::new(
+    "accounts",
+    "customer_id",
+    ACCOUNT_COLUMNS,
+    "reading an account",
+);
+
 fn account_from_row(row: &AnyRow) -> Result<Account> {
     let customer_id: String = row.try_get("customer_id")?;
     let balance_minor: i64 = row.try_get("balance_minor")?;
@@ -87,15 +94,7 @@ pub async fn lock_account(
     backend: Backend,
     customer_id: &CustomerId,
 ) -> Result<Option<Account>> {
-    let sql = format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE customer_id = $1{}",
-        backend.for_update()
-    );
-    let row = sqlx::query(&sql)
-        .bind(customer_id.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(Error::sql("reading an account"))?;
+    let row = ACCOUNTS.load(conn, backend, customer_id.as_str()).await?;
     row.as_ref().map(account_from_row).transpose()
 }
 
@@ -106,26 +105,19 @@ pub async fn debit(
     customer_id: &CustomerId,
     amount: &Money,
 ) -> Result<()> {
-    let changed = sqlx::query(
+    let debit = sqlx::query(
         "UPDATE accounts SET balance_minor = balance_minor - $1 \
          WHERE customer_id = $2 AND currency = $3 AND balance_minor >= $1 AND blocked = 0",
     )
     .bind(amount.minor)
     .bind(customer_id.as_str())
-    .bind(amount.currency.as_str())
-    .execute(&mut *conn)
+    .bind(amount.currency.as_str());
+    change_one(debit, conn, "debiting an account", || Error::Conflict {
+        table: "accounts",
+        key: customer_id.to_string(),
+        doing: format!("debiting {amount}"),
+    })
     .await
-    .map_err(Error::sql("debiting an account"))?
-    .rows_affected();
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(Error::Conflict {
-            table: "accounts",
-            key: customer_id.to_string(),
-            doing: format!("debiting {amount}"),
-        })
-    }
 }
 
 /// Gives `amount` back. The account must still be in the currency it was
@@ -136,29 +128,24 @@ pub async fn credit(
     customer_id: &CustomerId,
     amount: &Money,
 ) -> Result<()> {
-    let changed = sqlx::query(
+    let credit = sqlx::query(
         "UPDATE accounts SET balance_minor = balance_minor + $1 \
          WHERE customer_id = $2 AND currency = $3",
     )
     .bind(amount.minor)
     .bind(customer_id.as_str())
-    .bind(amount.currency.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(Error::sql("crediting an account"))?
-    .rows_affected();
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(Error::Inconsistent {
+    .bind(amount.currency.as_str());
+    change_one(credit, conn, "crediting an account", || {
+        Error::Inconsistent {
             table: "accounts",
             key: customer_id.to_string(),
             problem: format!(
                 "cannot refund {amount}: the account is gone or no longer in {}",
                 amount.currency
             ),
-        })
-    }
+        }
+    })
+    .await
 }
 
 /// One account, for the HTTP API.
@@ -276,6 +263,8 @@ pub async fn seed_accounts_if_empty(db: &Db, path: &Path) -> Result<usize, SeedE
 const PAYMENT_COLUMNS: &str =
     "status, payment_id, customer_id, amount_minor, currency, refunded_minor, reason";
 
+const PAYMENTS: Table = Table::new("payments", "order_id", PAYMENT_COLUMNS, "reading a payment");
+
 fn payment_from_row(order_id: &OrderId, row: &AnyRow) -> Result<PaymentState> {
     let status: String = row.try_get("status")?;
     let payment_id: Option<String> = row.try_get("payment_id")?;
@@ -337,16 +326,7 @@ pub async fn lock_payment(
     backend: Backend,
     order_id: &OrderId,
 ) -> Result<PaymentState> {
-    let sql = format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1{}",
-        backend.for_update()
-    );
-    let row = sqlx::query(&sql)
-        .bind(order_id.as_str())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(Error::sql("reading a payment"))?;
-    match row {
+    match PAYMENTS.load(conn, backend, order_id.as_str()).await? {
         Some(row) => payment_from_row(order_id, &row),
         None => Ok(PaymentState::None),
     }
@@ -427,57 +407,52 @@ pub async fn save_payment(
             problem: "a payment cannot go back to no state".into(),
         });
     };
-    let changed = match previous.status() {
-        None => sqlx::query(
-            "INSERT INTO payments (order_id, status, payment_id, customer_id, amount_minor, \
+    let (write, doing) = match previous.status() {
+        None => (
+            sqlx::query(
+                "INSERT INTO payments (order_id, status, payment_id, customer_id, amount_minor, \
              currency, refunded_minor, reason, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order_id.as_str())
-        .bind(cols.status)
-        .bind(cols.payment_id)
-        .bind(cols.customer_id)
-        .bind(cols.amount.map(|m| m.minor))
-        .bind(cols.amount.map(|m| m.currency.as_str()))
-        .bind(cols.refunded_minor)
-        .bind(cols.reason)
-        .bind(now_ms())
-        .execute(&mut *conn)
-        .await
-        .map_err(Error::sql("inserting a payment"))?
-        .rows_affected(),
-        Some(previous_status) => sqlx::query(
-            "UPDATE payments SET status = $1, payment_id = $2, customer_id = $3, \
+            )
+            .bind(order_id.as_str())
+            .bind(cols.status)
+            .bind(cols.payment_id)
+            .bind(cols.customer_id)
+            .bind(cols.amount.map(|m| m.minor))
+            .bind(cols.amount.map(|m| m.currency.as_str()))
+            .bind(cols.refunded_minor)
+            .bind(cols.reason)
+            .bind(now_ms()),
+            "inserting a payment",
+        ),
+        Some(previous_status) => (
+            sqlx::query(
+                "UPDATE payments SET status = $1, payment_id = $2, customer_id = $3, \
              amount_minor = $4, currency = $5, refunded_minor = $6, reason = $7, updated_at = $8 \
              WHERE order_id = $9 AND status = $10",
-        )
-        .bind(cols.status)
-        .bind(cols.payment_id)
-        .bind(cols.customer_id)
-        .bind(cols.amount.map(|m| m.minor))
-        .bind(cols.amount.map(|m| m.currency.as_str()))
-        .bind(cols.refunded_minor)
-        .bind(cols.reason)
-        .bind(now_ms())
-        .bind(order_id.as_str())
-        .bind(previous_status)
-        .execute(&mut *conn)
-        .await
-        .map_err(Error::sql("updating a payment"))?
-        .rows_affected(),
+            )
+            .bind(cols.status)
+            .bind(cols.payment_id)
+            .bind(cols.customer_id)
+            .bind(cols.amount.map(|m| m.minor))
+            .bind(cols.amount.map(|m| m.currency.as_str()))
+            .bind(cols.refunded_minor)
+            .bind(cols.reason)
+            .bind(now_ms())
+            .bind(order_id.as_str())
+            .bind(previous_status),
+            "updating a payment",
+        ),
     };
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(Error::Conflict {
-            table: "payments",
-            key: order_id.to_string(),
-            doing: match previous.status() {
-                None => format!("inserting it as {}", cols.status),
-                Some(from) => format!("moving it from {from} to {}", cols.status),
-            },
-        })
-    }
+    change_one(write, conn, doing, || Error::Conflict {
+        table: "payments",
+        key: order_id.to_string(),
+        doing: match previous.status() {
+            None => format!("inserting it as {}", cols.status),
+            Some(from) => format!("moving it from {from} to {}", cols.status),
+        },
+    })
+    .await
 }
 
 #[cfg(test)]
