@@ -8,9 +8,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
+use std::future::Future;
+
+use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use axum::{Json, Router};
+use choreo_events::OrderId;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// An HTTP error: status and JSON body.
@@ -108,6 +114,30 @@ impl ApiError {
     }
 }
 
+/// The route `GET /<things>/{order_id}`: `find` reads the order's thing
+/// from the service's state; the answer is it as JSON, or a 404 `no <what>
+/// for order `<id>`` both when nothing is stored and when the id is outside
+/// the field contract (no such order can exist, and a checker walking
+/// every order is not stopped by one).
+pub fn get_by_order<S, T, F, Fut>(what: &'static str, find: F) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    T: Serialize + Send + 'static,
+    F: Fn(S, OrderId) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
+{
+    axum::routing::get(
+        move |State(state): State<S>, Path(order_id): Path<String>| {
+            let find = find.clone();
+            async move {
+                let not_found = || ApiError::NotFound(format!("no {what} for order `{order_id}`"));
+                let id = OrderId::parse(&order_id).map_err(|_| not_found())?;
+                find(state, id).await?.map(Json).ok_or_else(not_found)
+            }
+        },
+    )
+}
+
 /// `router` answering an unknown path (404) and a known path with another
 /// method (405) with the same JSON body as every other error, instead of
 /// axum's empty ones. The host applies it to each service's routes.
@@ -183,6 +213,53 @@ mod tests {
                 .unwrap();
             let body: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(body, json!({ "error": error }));
+        }
+    }
+
+    #[tokio::test]
+    async fn get_by_order_answers_404_for_nothing_stored_and_for_a_bad_id() {
+        use tower::ServiceExt;
+        // The state maps an order id to its answer: found, nothing, failing.
+        let app = Router::new()
+            .route(
+                "/shipments/{order_id}",
+                get_by_order("shipment", |prefix: &'static str, id: OrderId| async move {
+                    match id.as_str() {
+                        "o-1" => Ok(Some(format!("{prefix}{id}"))),
+                        "o-3" => Err(ApiError::server(true, &"db busy")),
+                        _ => Ok(None),
+                    }
+                }),
+            )
+            .with_state("shipment of ");
+        for (path, status, body) in [
+            ("/shipments/o-1", StatusCode::OK, json!("shipment of o-1")),
+            (
+                "/shipments/o-2",
+                StatusCode::NOT_FOUND,
+                json!({ "error": "no shipment for order `o-2`" }),
+            ),
+            (
+                "/shipments/%20",
+                StatusCode::NOT_FOUND,
+                json!({ "error": "no shipment for order ` `" }),
+            ),
+            (
+                "/shipments/o-3",
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "temporarily unavailable, try again" }),
+            ),
+        ] {
+            let request = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), status, "{path}");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let got: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, body, "{path}");
         }
     }
 

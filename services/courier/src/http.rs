@@ -1,9 +1,8 @@
 //! The courier HTTP API: an order's shipment. Errors are JSON
 //! `{"error": "..."}`.
 
-use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
+use choreo_bus::api_error::get_by_order;
 use serde::Serialize;
 use sqlx::AnyPool;
 
@@ -13,7 +12,7 @@ use crate::storage;
 /// The service's routes, over its database pool.
 pub fn router(pool: AnyPool) -> Router {
     Router::new()
-        .route("/shipments/{order_id}", get(get_shipment))
+        .route("/shipments/{order_id}", get_by_order("shipment", shipment))
         .with_state(pool)
 }
 
@@ -33,22 +32,17 @@ pub struct ShipmentView {
     pub country: Option<String>,
 }
 
-async fn get_shipment(
-    State(pool): State<AnyPool>,
-    Path(order_id): Path<String>,
-) -> Result<Json<ShipmentView>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no shipment for order `{order_id}`"));
-    // A blank id names no order.
-    let id = OrderId::parse(&order_id).map_err(|_| not_found())?;
+async fn shipment(pool: AnyPool, id: OrderId) -> Result<Option<ShipmentView>, ApiError> {
     let shipment = storage::get_shipment(&pool, &id).await?;
-    let status = shipment.status().ok_or_else(not_found)?;
-    let manifest = shipment.manifest();
-    Ok(Json(ShipmentView {
-        status: status.as_str(),
-        shipment_id: manifest.map(|m| m.shipment_id.clone()),
-        carrier: manifest.map(|m| m.carrier.clone()),
-        tracking_number: manifest.map(|m| m.tracking_number.clone()),
-        country: shipment.country().map(str::to_owned),
-        order_id,
+    Ok(shipment.status().map(|status| {
+        let manifest = shipment.manifest();
+        ShipmentView {
+            order_id: id.to_string(),
+            status: status.as_str(),
+            shipment_id: manifest.map(|m| m.shipment_id.clone()),
+            carrier: manifest.map(|m| m.carrier.clone()),
+            tracking_number: manifest.map(|m| m.tracking_number.clone()),
+            country: shipment.country().map(str::to_owned),
+        }
     }))
 }

@@ -8,8 +8,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use crate::domain::{Consignment, Currency, Manifest, Money, OrderId, Shipment, Status};
 
@@ -111,22 +112,11 @@ pub async fn insert_shipment(
     let Some(status) = next.status() else {
         return Ok(true);
     };
-    let (manifest, consignment, country) = (next.manifest(), next.consignment(), next.country());
     let sql = format!(
-        "INSERT INTO shipments (order_id, {COLUMNS}, updated_at) \
+        "INSERT INTO shipments ({COLUMNS}, updated_at, order_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (order_id) DO NOTHING"
     );
-    let insert = sqlx::query(&sql)
-        .bind(order_id.as_str())
-        .bind(status.as_str())
-        .bind(manifest.map(|m| m.shipment_id.clone()))
-        .bind(manifest.map(|m| m.carrier.clone()))
-        .bind(manifest.map(|m| m.tracking_number.clone()))
-        .bind(country.map(str::to_owned))
-        .bind(consignment.map(|c| c.customer_id.clone()))
-        .bind(consignment.map(|c| c.amount.minor))
-        .bind(consignment.map(|c| c.amount.currency.to_string()))
-        .bind(now_ms());
+    let insert = bind_row(sqlx::query(&sql), order_id, status, next);
     changed_one(insert, conn, "inserting a shipment").await
 }
 
@@ -142,24 +132,35 @@ pub async fn update_shipment(
     let Some(status) = next.status() else {
         return Ok(false);
     };
-    let (manifest, consignment, country) = (next.manifest(), next.consignment(), next.country());
     let update = sqlx::query(
         "UPDATE shipments SET status = $1, shipment_id = $2, carrier = $3, tracking_number = $4, \
          country = $5, customer_id = $6, amount_minor = $7, currency = $8, updated_at = $9 \
          WHERE order_id = $10 AND status = $11",
-    )
-    .bind(status.as_str())
-    .bind(manifest.map(|m| m.shipment_id.clone()))
-    .bind(manifest.map(|m| m.carrier.clone()))
-    .bind(manifest.map(|m| m.tracking_number.clone()))
-    .bind(country.map(str::to_owned))
-    .bind(consignment.map(|c| c.customer_id.clone()))
-    .bind(consignment.map(|c| c.amount.minor))
-    .bind(consignment.map(|c| c.amount.currency.to_string()))
-    .bind(now_ms())
-    .bind(order_id.as_str())
-    .bind(from.as_str());
+    );
+    let update = bind_row(update, order_id, status, next).bind(from.as_str());
     changed_one(update, conn, "updating a shipment").await
+}
+
+/// Binds `next` as `COLUMNS`, `updated_at` (now), `order_id` — the first
+/// ten parameters of both writes.
+fn bind_row<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    order_id: &OrderId,
+    status: Status,
+    next: &Shipment,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    let (manifest, consignment, country) = (next.manifest(), next.consignment(), next.country());
+    query
+        .bind(status.as_str())
+        .bind(manifest.map(|m| m.shipment_id.clone()))
+        .bind(manifest.map(|m| m.carrier.clone()))
+        .bind(manifest.map(|m| m.tracking_number.clone()))
+        .bind(country.map(str::to_owned))
+        .bind(consignment.map(|c| c.customer_id.clone()))
+        .bind(consignment.map(|c| c.amount.minor))
+        .bind(consignment.map(|c| c.amount.currency.to_string()))
+        .bind(now_ms())
+        .bind(order_id.as_str().to_owned())
 }
 
 /// An order's shipment for the HTTP API; `Absent` when unknown.

@@ -8,6 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use choreo_bus::api_error::get_by_order;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::AnyPool;
@@ -20,7 +21,10 @@ pub fn router(pool: AnyPool) -> Router {
     Router::new()
         .route("/stock", get(list_stock))
         .route("/stock/{sku}", get(get_stock).put(put_stock))
-        .route("/reservations/{order_id}", get(get_reservation))
+        .route(
+            "/reservations/{order_id}",
+            get_by_order("reservation", reservation),
+        )
         .with_state(pool)
 }
 
@@ -98,18 +102,10 @@ pub struct ReservationView {
     pub lines: Vec<Line>,
 }
 
-async fn get_reservation(
-    State(pool): State<AnyPool>,
-    Path(order_id): Path<String>,
-) -> Result<Json<ReservationView>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no reservation for order `{order_id}`"));
-    // No reservation exists for an id outside the field contract: 404, like
-    // any unknown order.
-    let id = OrderId::parse(&order_id).map_err(|_| not_found())?;
+async fn reservation(pool: AnyPool, id: OrderId) -> Result<Option<ReservationView>, ApiError> {
     let reservation = storage::get_reservation(&pool, &id).await?;
-    let status = reservation.status().ok_or_else(not_found)?;
-    Ok(Json(ReservationView {
-        order_id,
+    Ok(reservation.status().map(|status| ReservationView {
+        order_id: id.to_string(),
         status: status.as_str(),
         lines: reservation.lines().to_vec(),
     }))

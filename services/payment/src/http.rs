@@ -15,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use choreo_bus::api_error::get_by_order;
 use choreo_outbox::Db;
 use serde::Serialize;
 use serde_json::Value;
@@ -27,7 +28,7 @@ use crate::storage;
 pub fn router(db: Db) -> Router {
     Router::new()
         .route("/accounts/{customer_id}", get(get_account).put(put_account))
-        .route("/payments/{order_id}", get(get_payment))
+        .route("/payments/{order_id}", get_by_order("payment", payment))
         .with_state(db)
 }
 
@@ -239,19 +240,7 @@ async fn put_account(
     Ok((status, Json(AccountView::from(&account))))
 }
 
-async fn get_payment(
-    State(db): State<Db>,
-    Path(order_id): Path<String>,
-) -> Result<Json<PaymentView>, ApiError> {
-    // No payment exists for an id outside the field contract: 404, like any
-    // unknown order, so a checker walking all orders is not stopped by one.
-    let Ok(order_id) = OrderId::parse(order_id.clone()) else {
-        return Err(ApiError::NotFound(format!(
-            "no payment for order {order_id:?}"
-        )));
-    };
-    let state = storage::get_payment(&db, &order_id).await?;
-    PaymentView::new(&order_id, &state)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no payment for order {order_id}")))
+async fn payment(db: Db, id: OrderId) -> Result<Option<PaymentView>, ApiError> {
+    let state = storage::get_payment(&db, &id).await?;
+    Ok(PaymentView::new(&id, &state))
 }

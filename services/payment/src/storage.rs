@@ -407,43 +407,35 @@ pub async fn save_payment(
             problem: "a payment cannot go back to no state".into(),
         });
     };
-    let (write, doing) = match previous.status() {
+    // Both writes bind the columns, `updated_at` and `order_id` first; the
+    // update guards on the status it read.
+    let (sql, doing) = match previous.status() {
         None => (
-            sqlx::query(
-                "INSERT INTO payments (order_id, status, payment_id, customer_id, amount_minor, \
-             currency, refunded_minor, reason, updated_at) \
+            "INSERT INTO payments (status, payment_id, customer_id, amount_minor, currency, \
+             refunded_minor, reason, updated_at, order_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
-            )
-            .bind(order_id.as_str())
-            .bind(cols.status)
-            .bind(cols.payment_id)
-            .bind(cols.customer_id)
-            .bind(cols.amount.map(|m| m.minor))
-            .bind(cols.amount.map(|m| m.currency.as_str()))
-            .bind(cols.refunded_minor)
-            .bind(cols.reason)
-            .bind(now_ms()),
             "inserting a payment",
         ),
-        Some(previous_status) => (
-            sqlx::query(
-                "UPDATE payments SET status = $1, payment_id = $2, customer_id = $3, \
+        Some(_) => (
+            "UPDATE payments SET status = $1, payment_id = $2, customer_id = $3, \
              amount_minor = $4, currency = $5, refunded_minor = $6, reason = $7, updated_at = $8 \
              WHERE order_id = $9 AND status = $10",
-            )
-            .bind(cols.status)
-            .bind(cols.payment_id)
-            .bind(cols.customer_id)
-            .bind(cols.amount.map(|m| m.minor))
-            .bind(cols.amount.map(|m| m.currency.as_str()))
-            .bind(cols.refunded_minor)
-            .bind(cols.reason)
-            .bind(now_ms())
-            .bind(order_id.as_str())
-            .bind(previous_status),
             "updating a payment",
         ),
     };
+    let mut write = sqlx::query(sql)
+        .bind(cols.status)
+        .bind(cols.payment_id)
+        .bind(cols.customer_id)
+        .bind(cols.amount.map(|m| m.minor))
+        .bind(cols.amount.map(|m| m.currency.as_str()))
+        .bind(cols.refunded_minor)
+        .bind(cols.reason)
+        .bind(now_ms())
+        .bind(order_id.as_str());
+    if let Some(previous_status) = previous.status() {
+        write = write.bind(previous_status);
+    }
     change_one(write, conn, doing, || Error::Conflict {
         table: "payments",
         key: order_id.to_string(),
