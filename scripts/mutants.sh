@@ -2,10 +2,13 @@
 # Mutation testing of the code the tests must be able to judge: the
 # reconciler's verdict and mail reading, the runtime's apply step, and the
 # five services' pure domains, each against its crate's unit tests (fast:
-# a few seconds per mutant once the first build is done).
+# a few seconds per mutant once the first build is done); and the outbox
+# relay against its tests on a real broker (`relay`: about two minutes a
+# mutant, so not in the default set).
 #
-#   make mutants                     # everything below
+#   make mutants                     # everything but the relay
 #   scripts/mutants.sh cli order     # some of it
+#   scripts/mutants.sh relay         # the relay against real Kafka
 #
 # cargo-mutants (crates.io) is installed once into the tools cache. Each
 # run's full output is in target/mutants/<name>/mutants.out (missed.txt
@@ -25,21 +28,28 @@ export PATH="$BIN:$PATH"
 # keeps the dependencies built once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/mutants-build}"
 
-# name | package | files
+# name | package | files | cargo-mutants options | cargo test arguments
 TARGETS=(
-  "cli|choreo-cli|crates/cli/src/reconcile/judge.rs crates/cli/src/reconcile/mail.rs"
-  "bus|choreo-bus|crates/bus/src/apply.rs"
-  "order|choreo-order|services/order/src/domain.rs"
-  "inventory|choreo-inventory|services/inventory/src/domain.rs"
-  "payment|choreo-payment|services/payment/src/domain.rs"
-  "courier|choreo-courier|services/courier/src/domain.rs"
-  "communication|choreo-communication|services/communication/src/domain.rs"
+  "cli|choreo-cli|crates/cli/src/reconcile/judge.rs crates/cli/src/reconcile/mail.rs||--lib"
+  "bus|choreo-bus|crates/bus/src/apply.rs||--lib"
+  "order|choreo-order|services/order/src/domain.rs||--lib"
+  "inventory|choreo-inventory|services/inventory/src/domain.rs||--lib"
+  "payment|choreo-payment|services/payment/src/domain.rs||--lib"
+  "courier|choreo-courier|services/courier/src/domain.rs||--lib"
+  "communication|choreo-communication|services/communication/src/domain.rs||--lib"
 )
+# The relay's tests start Kafka and choreo-registry (a binary of this
+# workspace), so they run in place on the workspace's own build: the
+# registry binary is there, and only the crates above the relay rebuild.
+RELAY="relay|choreo-bus|crates/bus/src/relay.rs|--in-place --test-package choreo-e2e|--test relay --test hostile_runtime -- every_row relay_sets producer_limit"
 
 wanted=("$@")
+if [[ " ${wanted[*]} " =~ " relay " ]]; then
+  TARGETS+=("$RELAY")
+fi
 summary=()
 for target in "${TARGETS[@]}"; do
-  IFS='|' read -r name package files <<<"$target"
+  IFS='|' read -r name package files options test_args <<<"$target"
   if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " =~ " $name " ]]; then
     continue
   fi
@@ -48,8 +58,20 @@ for target in "${TARGETS[@]}"; do
   out="target/mutants/$name"
   mkdir -p "$out"
   echo "[mutants] $name: $package ${files}" >&2
+  if [[ "$options" == *--in-place* ]]; then
+    if ! git diff --quiet -- "$files"; then
+      echo "[mutants] $name mutates $files in place: commit or stash its changes first" >&2
+      exit 1
+    fi
+    env -u CARGO_TARGET_DIR cargo build -q --bin choreo-registry
+    env_target=(env -u CARGO_TARGET_DIR)
+  else
+    env_target=(env)
+  fi
   # Exit 2 means some mutants survived: reported, not fatal.
-  cargo mutants -p "$package" "${args[@]}" -o "$out" --timeout 120 -- --lib | tee "$out.log" || true
+  # shellcheck disable=SC2086
+  "${env_target[@]}" cargo mutants -p "$package" "${args[@]}" $options -o "$out" --timeout 240 \
+    -- $test_args | tee "$out.log" || true
   summary+=("$name: $(grep -h 'mutants tested' "$out.log" | tail -1)")
 done
 printf '%s\n' "${summary[@]}"
