@@ -41,7 +41,10 @@ TARGETS=(
 # The relay's tests start Kafka and choreo-registry (a binary of this
 # workspace), so they run in place on the workspace's own build: the
 # registry binary is there, and only the crates above the relay rebuild.
-RELAY="relay|choreo-bus|crates/bus/src/relay.rs|--in-place --test-package choreo-e2e|--test relay --test hostile_runtime -- every_row relay_sets producer_limit"
+# cargo-mutants runs its baseline with the mutated package's tests, not
+# --test-package's, so the baseline is skipped: run those tests once on the
+# unmutated tree first (`cargo test -p choreo-e2e` with the same arguments).
+RELAY="relay|choreo-bus|crates/bus/src/relay.rs|--in-place --baseline skip --test-package choreo-e2e|--test relay --test hostile_runtime -- every_row relay_sets producer_limit"
 
 wanted=("$@")
 if [[ " ${wanted[*]} " =~ " relay " ]]; then
@@ -64,6 +67,9 @@ for target in "${TARGETS[@]}"; do
       exit 1
     fi
     env -u CARGO_TARGET_DIR cargo build -q --bin choreo-registry
+    # shellcheck disable=SC2086
+    env -u CARGO_TARGET_DIR cargo test -q -p choreo-e2e $test_args ||
+      { echo "[mutants] $name: the tests fail on the unmutated tree" >&2; exit 1; }
     env_target=(env -u CARGO_TARGET_DIR)
   else
     env_target=(env)
