@@ -75,6 +75,11 @@ fn assert_in_order_once(records: &[Record], per_key: usize) {
     }
 }
 
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(since.map(|d| d.as_millis()).unwrap_or_default()).unwrap_or(i64::MAX)
+}
+
 async fn sqlite_db(dir: &tempfile::TempDir) -> anyhow::Result<Db> {
     Ok(Db::connect(&format!("sqlite://{}/relay.db", dir.path().display())).await?)
 }
@@ -154,6 +159,146 @@ async fn a_broker_that_is_down_leaves_every_row_unpublished_until_it_is_back() -
 
     shutdown.cancel();
     running.await??;
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// Shutdown publishes what was committed before it — here two and a half
+/// batches, committed just before the stop — before `run` returns; a batch
+/// whose only row is set aside does not stop the relay.
+#[tokio::test]
+async fn shutdown_publishes_every_row_committed_before_it() -> anyhow::Result<()> {
+    let stack = TestStack::builder().start().await?;
+    let brokers = stack.brokers();
+    create_topic(&brokers, "relay-drain", &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let db = sqlite_db(&dir).await?;
+    // A topic that does not exist is refused after a second, not after
+    // librdkafka's default 30 s wait for it to appear.
+    let kafka =
+        KafkaSettings::new(&brokers).set("producer.topic.metadata.propagation.max.ms", "1000");
+    let relay = Relay::new(db.clone(), &kafka, "order")?;
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+
+    // One row published first, so the producer has its metadata and its
+    // idempotence id before the stop.
+    let row = |n: usize| OutboxMessage {
+        topic: "relay-drain".into(),
+        key: format!("key-{n}"),
+        payload: n.to_string().into_bytes(),
+        headers: vec![(headers::EVENT_TYPE.into(), "Test".into())],
+    };
+    let mut uow = db.begin().await?;
+    uow.append(row(0)).await?;
+    uow.commit().await?;
+    eventually(
+        "the first row published",
+        Duration::from_secs(60),
+        || async { Ok((db.outbox_backlog().await? == 0).then_some(())) },
+    )
+    .await?;
+
+    // A batch of nothing but a row that can never be published (its topic
+    // does not exist): set aside, and the relay goes on.
+    let before_ms = now_ms();
+    let mut uow = db.begin().await?;
+    uow.append(OutboxMessage {
+        topic: "relay-no-such-topic".into(),
+        ..row(0)
+    })
+    .await?;
+    uow.commit().await?;
+    eventually("the row set aside", Duration::from_secs(60), || async {
+        Ok((db.dead_rows().await?.len() == 1).then_some(()))
+    })
+    .await?;
+    let after_ms = now_ms();
+    let letters = topics::read_all(&brokers, "dlq.order").await?;
+    let [letter] = letters.as_slice() else {
+        anyhow::bail!("expected one dead letter, got {}", letters.len());
+    };
+    assert_eq!(
+        letter.header(headers::SOURCE_TOPIC),
+        Some("relay-no-such-topic")
+    );
+    let failed_at: i64 = letter
+        .header(headers::FAILED_AT)
+        .unwrap_or_default()
+        .parse()?;
+    assert!(
+        (before_ms..=after_ms).contains(&failed_at),
+        "{failed_at} outside {before_ms}..={after_ms}"
+    );
+
+    // 2,500 rows (every key its own, so each batch is one wave), then the
+    // stop at once: the relay is at most inside its first batch of 1,000.
+    const ROWS: usize = 2_500;
+    let mut uow = db.begin().await?;
+    for n in 1..=ROWS {
+        uow.append(row(n)).await?;
+    }
+    uow.commit().await?;
+    shutdown.cancel();
+    running.await??;
+    assert_eq!(
+        db.outbox_backlog().await?,
+        0,
+        "rows committed before the stop left unpublished"
+    );
+    let records = topics::read_all(&brokers, "relay-drain").await?;
+    let payloads: std::collections::HashSet<Vec<u8>> =
+        records.into_iter().filter_map(|r| r.payload).collect();
+    assert_eq!(payloads.len(), ROWS + 1);
+
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// A row exactly at the producer's limit (`message.max.bytes`, counted as
+/// the relay counts a record) is published, not set aside: the limit is
+/// inclusive, as it is for librdkafka and the broker.
+#[tokio::test]
+async fn a_row_exactly_at_the_producer_limit_is_published() -> anyhow::Result<()> {
+    const LIMIT: usize = 20_000;
+    let stack = TestStack::builder().start().await?;
+    let brokers = stack.brokers();
+    create_topic(&brokers, "relay-limit", &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let db = sqlite_db(&dir).await?;
+    let kafka = KafkaSettings::new(&brokers).set("producer.message.max.bytes", &LIMIT.to_string());
+    let relay = Relay::new(db.clone(), &kafka, "order")?;
+
+    let (key, event_type) = ("at-limit", (headers::EVENT_TYPE, "Test"));
+    let header = [(event_type.0.len(), event_type.1.len())];
+    let payload_len = LIMIT - choreo_outbox::record_size_bound(key.len(), 0, header);
+    assert_eq!(
+        choreo_outbox::record_size_bound(key.len(), payload_len, header),
+        LIMIT
+    );
+    let mut uow = db.begin().await?;
+    uow.append(OutboxMessage {
+        topic: "relay-limit".into(),
+        key: key.into(),
+        payload: vec![b'x'; payload_len],
+        headers: vec![(event_type.0.into(), event_type.1.into())],
+    })
+    .await?;
+    uow.commit().await?;
+
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    eventually("the row settled", Duration::from_secs(60), || async {
+        Ok((db.outbox_backlog().await? == 0).then_some(()))
+    })
+    .await?;
+    shutdown.cancel();
+    running.await??;
+    assert_eq!(db.dead_rows().await?.len(), 0, "the row was set aside");
+    let records = topics::read_all(&brokers, "relay-limit").await?;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload.as_ref().map(Vec::len), Some(payload_len));
+
     stack.shutdown().await;
     Ok(())
 }

@@ -67,7 +67,17 @@ use crate::{headers, Error, KafkaSettings};
 /// rows committed by another process (a restarted replica) or lost wakeups.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const BATCH: i64 = 1000;
+/// The wait after a first failed batch; it doubles with each failure in a
+/// row up to [`MAX_BACKOFF`], and starts again after a success.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long shutdown may spend publishing what is already committed.
+const DRAIN_BOUND: Duration = Duration::from_secs(3);
+
+/// The wait after another failed batch in a row.
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_BACKOFF)
+}
 
 /// The producer's `message.max.bytes` in `kafka` (librdkafka's default,
 /// 1,000,000, when it is not overridden): the largest record the relay and
@@ -139,7 +149,7 @@ impl Relay {
     /// and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) -> crate::Result<()> {
         let signal = self.db.outbox_signal();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = FIRST_BACKOFF;
         loop {
             // An abandoned batch (shutdown mid-publish) is published again on
             // the next start; consumers' inboxes drop the duplicates.
@@ -149,21 +159,21 @@ impl Relay {
             };
             match published {
                 Ok(0) => {
-                    backoff = Duration::from_millis(50);
+                    backoff = FIRST_BACKOFF;
                     tokio::select! {
                         _ = signal.notified() => {}
                         _ = tokio::time::sleep(POLL_INTERVAL) => {}
                         _ = shutdown.cancelled() => break,
                     }
                 }
-                Ok(_) => backoff = Duration::from_millis(50),
+                Ok(_) => backoff = FIRST_BACKOFF,
                 Err(e) => {
                     warn!(service = %self.service, error = %e, "outbox relay failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => break,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = next_backoff(backoff);
                 }
             }
         }
@@ -176,7 +186,7 @@ impl Relay {
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+        let _ = tokio::time::timeout(DRAIN_BOUND, drain).await;
         // A broker that is already gone must not hold the process: what is
         // not acknowledged stays unpublished in the outbox for next time.
         let producer = self.producer.clone();
@@ -485,6 +495,17 @@ mod tests {
             .collect();
         assert_eq!(seqs, [vec![1, 2, 4], vec![3, 6], vec![5]]);
         assert!(waves(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_bound() {
+        let mut waits = vec![FIRST_BACKOFF];
+        for _ in 0..8 {
+            let last = *waits.last().unwrap();
+            waits.push(next_backoff(last));
+        }
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
     }
 
     #[test]
