@@ -266,7 +266,7 @@ async fn a_row_exactly_at_the_producer_limit_is_published() -> anyhow::Result<()
     create_topic(&brokers, "relay-limit", &[]).await?;
     let dir = tempfile::tempdir()?;
     let db = sqlite_db(&dir).await?;
-    let kafka = KafkaSettings::new(&brokers).set("producer.message.max.bytes", &LIMIT.to_string());
+    let kafka = KafkaSettings::new(&brokers).set("producer.message.max.bytes", LIMIT.to_string());
     let relay = Relay::new(db.clone(), &kafka, "order")?;
 
     let (key, event_type) = ("at-limit", (headers::EVENT_TYPE, "Test"));
