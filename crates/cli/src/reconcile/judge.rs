@@ -455,6 +455,37 @@ fn judge_dead_letters(observed: &Observed, expected: &Expectations, report: &mut
 mod tests {
     use super::*;
 
+    #[test]
+    fn terminal_events_are_named_and_nothing_else_is() {
+        use choreo_events::{EventMetadata, OrderCancelled, OrderConfirmed, PaymentFailed};
+        let confirmed: AnyEvent = OrderConfirmed {
+            metadata: EventMetadata::new("o-1", "order", None),
+            total_minor: 2500,
+            currency: "EUR".into(),
+        }
+        .into();
+        let cancelled: AnyEvent = OrderCancelled {
+            metadata: EventMetadata::new("o-1", "order", None),
+            reason: "PAYMENT_DECLINED".into(),
+            detail: None,
+        }
+        .into();
+        let failed: AnyEvent = PaymentFailed {
+            metadata: EventMetadata::new("o-1", "payment", None),
+            reason: "INSUFFICIENT_FUNDS".into(),
+        }
+        .into();
+        assert_eq!(
+            terminal_event(&confirmed).as_deref(),
+            Some("OrderConfirmed")
+        );
+        assert_eq!(
+            terminal_event(&cancelled).as_deref(),
+            Some("OrderCancelled(PAYMENT_DECLINED)")
+        );
+        assert_eq!(terminal_event(&failed), None);
+    }
+
     const SKU: &str = "WIDGET-1";
 
     fn counts(template: &str, n: usize) -> BTreeMap<String, usize> {
