@@ -73,12 +73,21 @@ COMPOSE_FILE_ARGS := -f deploy/docker-compose.yml
 # Returns once every container has started in dependency order (the
 # services after kafka/registry/postgres are healthy and init has exited 0);
 # `ps` then shows each service's health.
-up:
-	$(COMPOSE) $(COMPOSE_FILE_ARGS) up -d --build
-	$(COMPOSE) $(COMPOSE_FILE_ARGS) ps
+# The services' admin token: $CHOREO_ADMIN_TOKEN, else data/admin-token
+# (the same file `make run` keeps its token in; made here when missing).
+COMPOSE_ENV = CHOREO_ADMIN_TOKEN="$${CHOREO_ADMIN_TOKEN:-$$(cat data/admin-token)}"
 
-down:
-	$(COMPOSE) $(COMPOSE_FILE_ARGS) --profile ui down -v --remove-orphans
+data/admin-token:
+	@mkdir -p data
+	@(umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > $@; echo >> $@)
 
-logs:
-	$(COMPOSE) $(COMPOSE_FILE_ARGS) logs -f --tail=200
+up: data/admin-token
+	$(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_FILE_ARGS) up -d --build
+	$(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_FILE_ARGS) ps
+	@echo "admin token (PUT /stock, PUT /accounts): in data/admin-token"
+
+down: data/admin-token
+	$(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_FILE_ARGS) --profile ui down -v --remove-orphans
+
+logs: data/admin-token
+	$(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_FILE_ARGS) logs -f --tail=200

@@ -138,9 +138,11 @@ fn port_of(addr: &str) -> &str {
 fn compose_file_is_valid_for_docker_compose() {
     let output = Command::new("docker-compose")
         .args(["-f", "deploy/docker-compose.yml", "config", "-q"])
+        .env("CHOREO_ADMIN_TOKEN", "compose-test-token")
         .current_dir(repo_root())
-        // The file's only interpolations are the *_HOST_PORT overrides;
-        // whatever the caller's shell has must not change the verdict.
+        // The file's only interpolations are the admin token (required)
+        // and the *_HOST_PORT overrides; whatever the caller's shell has
+        // must not change the verdict.
         .env_remove("ORDER_HOST_PORT")
         .env_remove("INVENTORY_HOST_PORT")
         .env_remove("PAYMENT_HOST_PORT")
@@ -160,6 +162,29 @@ fn compose_file_is_valid_for_docker_compose() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn compose_refuses_to_start_without_an_admin_token() {
+    let output = Command::new("docker-compose")
+        .args(["-f", "deploy/docker-compose.yml", "config", "-q"])
+        .current_dir(repo_root())
+        .env_remove("CHOREO_ADMIN_TOKEN")
+        .output()
+        .expect("docker-compose (installed by `make tools`)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "accepted without a token: {stderr}"
+    );
+    assert!(stderr.contains("CHOREO_ADMIN_TOKEN"), "{stderr}");
+    let compose = compose();
+    for name in ["inventory", "payment"] {
+        assert!(
+            environment(service(&compose, name)).contains_key("CHOREO_ADMIN_TOKEN"),
+            "{name} gets no admin token"
+        );
+    }
 }
 
 #[test]

@@ -68,6 +68,10 @@ impl Runner {
                 ("http://127.0.0.1:8085", url("communication")),
                 ("127.0.0.1:9092", stack.brokers()),
                 (
+                    "data/admin-token",
+                    stack.data_dir().join("admin-token").display().to_string(),
+                ),
+                (
                     "data/communication",
                     stack
                         .service_data_dir("communication")
@@ -163,6 +167,7 @@ fn recipes_are_found_in_the_readme() {
         names,
         [
             "walkthrough",
+            "restock",
             "place-order",
             "kcat-watch",
             "choreo-watch",
@@ -197,6 +202,12 @@ async fn follow_a_purchase_recipes_work_as_written() -> anyhow::Result<()> {
     assert!(out.contains("Subject: Your order"), "{out}");
     assert!(out.contains(".ORDER_CONFIRMED@choreo>"), "{out}");
     runner.vars.remove("ORDER");
+
+    // Setting stock with the admin token, and refused without it.
+    let out = runner.run("restock", &recipe("restock")).await?;
+    assert!(out.contains("\"available\":5"), "{out}");
+    assert!(has_line(&out, &["admin token", "401"]), "{out}");
+    assert_eq!(api.stock("NEW-1").await?["available"], 5);
 
     // Place an order by typing JSON into kcat.
     let out = runner.run("place-order", &recipe("place-order")).await?;

@@ -24,6 +24,8 @@ use serde_json::{json, Map, Value};
 pub enum ApiError {
     /// 400: the request cannot be read (malformed JSON, a bad query).
     BadRequest(String),
+    /// 401: an admin write without the admin token ([`admin_only`]).
+    Unauthorized(String),
     /// 404.
     NotFound(String),
     /// 405: the path exists, the method does not.
@@ -81,6 +83,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -103,6 +106,7 @@ impl ApiError {
                 Value::Object(extra)
             }
             Self::BadRequest(m)
+            | Self::Unauthorized(m)
             | Self::NotFound(m)
             | Self::MethodNotAllowed(m)
             | Self::Conflict(m)
@@ -138,6 +142,17 @@ where
     )
 }
 
+/// `route` (a write outside the saga: stock, balances) answering 401
+/// `{"error": …}` without the admin token, when one is set.
+pub fn admin_only<S>(token: &choreo_admin::AdminToken, route: MethodRouter<S>) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    token.require(route, |why| {
+        ApiError::Unauthorized(why.message().to_owned()).into_response()
+    })
+}
+
 /// `router` answering an unknown path (404) and a known path with another
 /// method (405) with the same JSON body as every other error, instead of
 /// axum's empty ones. The host applies it to each service's routes.
@@ -167,6 +182,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response = choreo_admin::unauthorized(response);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -94,6 +94,9 @@ pub struct CommonSettings {
     /// How often the purge runs.
     pub retention_interval: Duration,
     pub log_json: bool,
+    /// `CHOREO_ADMIN_TOKEN`: the bearer token the service's admin writes
+    /// need (none: open). Its `Debug` never shows it.
+    pub admin_token: choreo_admin::AdminToken,
 }
 
 impl std::fmt::Debug for CommonSettings {
@@ -107,6 +110,7 @@ impl std::fmt::Debug for CommonSettings {
             .field("database_url", &redact_url(&self.database_url))
             .field("retention", &self.retention)
             .field("retention_interval", &self.retention_interval)
+            .field("admin_token", &self.admin_token)
             .finish_non_exhaustive()
     }
 }
@@ -128,7 +132,7 @@ pub fn redact_url(url: &str) -> String {
 impl CommonSettings {
     /// Reads `CHOREO_HTTP_ADDR`, `CHOREO_BROKERS`, `CHOREO_REGISTRY_URL`,
     /// `CHOREO_DATA_DIR`, `DATABASE_URL`, `CHOREO_RETENTION_SECS`,
-    /// `CHOREO_RETENTION_INTERVAL_SECS`, `CHOREO_LOG_JSON` and
+    /// `CHOREO_RETENTION_INTERVAL_SECS`, `CHOREO_LOG_JSON`, `CHOREO_ADMIN_TOKEN` and
     /// `CHOREO_KAFKA_*` from `vars`, with defaults
     /// that work for `make run`.
     pub fn from_vars(
@@ -173,6 +177,8 @@ impl CommonSettings {
             retention,
             retention_interval,
             log_json: matches!(get("CHOREO_LOG_JSON").as_deref(), Some("1" | "true")),
+            admin_token: choreo_admin::AdminToken::from_setting(var(vars, choreo_admin::ENV))
+                .map_err(|e| ConfigError(e.to_string()))?,
         })
     }
 
@@ -181,7 +187,7 @@ impl CommonSettings {
     /// files against the code. `CHOREO_KAFKA_*` stands for any
     /// `CHOREO_KAFKA_<PROPERTY>`. A service's full list is these plus its
     /// own ([`Self::with_own`]).
-    pub const ENV_VARS: [&'static str; 12] = [
+    pub const ENV_VARS: [&'static str; 13] = [
         WORKER_THREADS_VAR,
         "CHOREO_HTTP_ADDR",
         "CHOREO_BROKERS",
@@ -191,6 +197,7 @@ impl CommonSettings {
         "CHOREO_RETENTION_SECS",
         "CHOREO_RETENTION_INTERVAL_SECS",
         "CHOREO_LOG_JSON",
+        choreo_admin::ENV,
         "CHOREO_KAFKA_*",
         crate::config::ENV_RAW,
         "RUST_LOG",
@@ -453,5 +460,15 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("u:***@h"), "{shown}");
+
+        let vars = vec![("CHOREO_ADMIN_TOKEN".to_owned(), "t0p-s3cret".to_owned())];
+        let s = CommonSettings::from_vars("inventory", 8082, &vars).unwrap();
+        assert_eq!(s.admin_token.expose(), Some("t0p-s3cret"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("t0p-s3cret"), "{shown}");
+        assert!(shown.contains("AdminToken(set)"), "{shown}");
+        let blank = vec![("CHOREO_ADMIN_TOKEN".to_owned(), "a b".to_owned())];
+        let e = CommonSettings::from_vars("inventory", 8082, &blank).unwrap_err();
+        assert!(e.0.starts_with("CHOREO_ADMIN_TOKEN: "), "{}", e.0);
     }
 }

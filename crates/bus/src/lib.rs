@@ -41,6 +41,7 @@ pub mod trace;
 
 pub use api_error::ApiError;
 pub use apply::{apply, Applied};
+pub use choreo_admin::AdminToken;
 pub use codec::Codec;
 pub use config::KafkaSettings;
 pub use consumer::{Consumer, ConsumerSpec, Handler, Incoming, Readiness};

@@ -4,7 +4,8 @@
 //! running, most likely), starts Apache Kafka (KRaft, log dirs under the
 //! data folder, so a restart keeps every event), creates the topics, starts `choreo-registry` and registers
 //! the schemas, starts each service binary that exists, prints where
-//! everything listens, restarts a service that exits on its own (with
+//! everything listens and the admin token (`CHOREO_ADMIN_TOKEN`, else the
+//! one kept in the data folder, else a new one), restarts a service that exits on its own (with
 //! backoff, logged), and stops it all cleanly on Ctrl-C.
 
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("binary has no folder")?
         .to_owned();
     let mut config = StackConfig::local(args.data_dir.clone(), bin_dir);
+    config.admin_token = choreo_stack::config::local_admin_token(&args.data_dir)?;
     config.ports = choreo_stack::Ports {
         broker: args.broker_port,
         controller: args.controller_port,
@@ -106,6 +108,18 @@ fn print_endpoints(stack: &Stack, took: std::time::Duration) {
     println!("  schema registry      {}", stack.registry_url());
     for name in &c.services {
         println!("  {:<20} {}", name, stack.service_url(name));
+    }
+    if let Some(token) = stack.admin_token().expose() {
+        println!(
+            "  admin token          {token} (kept in {})",
+            c.data_dir
+                .join(choreo_stack::config::ADMIN_TOKEN_FILE)
+                .display()
+        );
+        println!(
+            "Admin writes (PUT /stock, PUT /accounts, the registry's deletes and config) \
+             need `Authorization: Bearer <admin token>`."
+        );
     }
     println!("Press Ctrl-C to stop.");
     println!();

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use choreo_admin::AdminToken;
+
 /// How to run the registry; every field has a default that works for a
 /// local `make run`, and every default can be overridden by a flag or an
 /// environment variable.
@@ -23,4 +25,18 @@ pub struct Settings {
         default_value = "./data/registry"
     )]
     pub data_dir: PathBuf,
+
+    /// The bearer token the deletes and the compatibility writes need
+    /// (unset: open). Never printed.
+    #[arg(
+        long,
+        env = choreo_admin::ENV,
+        hide_env_values = true,
+        value_parser = parse_token
+    )]
+    pub admin_token: Option<AdminToken>,
+}
+
+fn parse_token(s: &str) -> Result<AdminToken, choreo_admin::InvalidToken> {
+    AdminToken::new(s)
 }

@@ -66,6 +66,10 @@ pub enum Error {
     #[error("HTTP 404 Not Found")]
     RouteNotFound,
 
+    /// A delete or compatibility write without the admin token.
+    #[error("{0}")]
+    Unauthorized(choreo_admin::Refusal),
+
     #[error("corrupt registry database: {0}")]
     CorruptStore(String),
 
@@ -95,6 +99,7 @@ impl Error {
             Incompatible { .. } => (StatusCode::CONFLICT, 409),
             MalformedRequest(_) => (StatusCode::BAD_REQUEST, 400),
             RouteNotFound => (StatusCode::NOT_FOUND, 404),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, 40101),
             CorruptStore(_) | Database(_) | Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
         }
     }

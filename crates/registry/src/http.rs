@@ -17,8 +17,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use choreo_admin::AdminToken;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -34,18 +35,27 @@ pub const CONTENT_TYPE_V1: &str = "application/vnd.schemaregistry.v1+json";
 type Params = Query<HashMap<String, String>>;
 
 /// All routes, with request logging and the response content type applied.
-pub fn router(registry: Registry) -> Router {
+/// The deletes and the compatibility writes need `admin` when one is set;
+/// registering, looking up and testing compatibility stay open (a
+/// producer registers its schemas on its own).
+pub fn router(registry: Registry, admin: &AdminToken) -> Router {
+    let guarded = |route: axum::routing::MethodRouter<Registry>| {
+        admin.require(route, |why| Error::Unauthorized(why).into_response())
+    };
     Router::new()
         .route("/", get(|| async { Json(json!({})) }))
         .route("/subjects", get(list_subjects))
-        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
+        .route(
+            "/subjects/{subject}",
+            post(lookup).merge(guarded(delete(delete_subject))),
+        )
         .route(
             "/subjects/{subject}/versions",
             get(list_versions).post(register),
         )
         .route(
             "/subjects/{subject}/versions/{version}",
-            get(get_version).delete(delete_version),
+            get(get_version).merge(guarded(delete(delete_version))),
         )
         .route(
             "/subjects/{subject}/versions/{version}/schema",
@@ -60,12 +70,15 @@ pub fn router(registry: Registry) -> Router {
         .route("/schemas/ids/{id}/schema", get(get_raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(get_usages_by_id))
         .route("/schemas/ids/{id}/subjects", get(get_subjects_by_id))
-        .route("/config", get(get_global_config).put(put_global_config))
+        .route(
+            "/config",
+            get(get_global_config).merge(guarded(put(put_global_config))),
+        )
         .route(
             "/config/{subject}",
-            get(get_subject_config)
-                .put(put_subject_config)
-                .delete(delete_subject_config),
+            get(get_subject_config).merge(guarded(
+                put(put_subject_config).delete(delete_subject_config),
+            )),
         )
         .route(
             "/compatibility/subjects/{subject}/versions",

@@ -28,6 +28,7 @@
 
 use std::future::Future;
 
+use choreo_admin::AdminToken;
 use tokio::net::TcpListener;
 
 mod catalog;
@@ -50,14 +51,26 @@ pub async fn build(settings: &Settings) -> Result<Registry> {
     Registry::open(&settings.data_dir).await
 }
 
-/// Serves the API on `listener` until `shutdown` completes, lets in-flight
-/// requests finish, then closes the database.
+/// Serves the API, every write open, on `listener` until `shutdown`
+/// completes ([`serve`] without an admin token).
 pub async fn run(
     listener: TcpListener,
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let served = axum::serve(listener, router(registry.clone()))
+    serve(listener, registry, &AdminToken::none(), shutdown).await
+}
+
+/// Serves the API on `listener` until `shutdown` completes, lets in-flight
+/// requests finish, then closes the database. The deletes and the
+/// compatibility writes need `admin` when one is set.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    admin: &AdminToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let served = axum::serve(listener, router(registry.clone(), admin))
         .with_graceful_shutdown(shutdown)
         .await;
     registry.close().await;

@@ -26,6 +26,21 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    choreo_registry::run(listener, registry, choreo_registry::shutdown_signal()).await?;
+    let admin = settings.admin_token.clone().unwrap_or_default();
+    tracing::info!(
+        "deletes and compatibility writes {}",
+        if admin.is_set() {
+            "need the admin token"
+        } else {
+            "are open (CHOREO_ADMIN_TOKEN unset)"
+        }
+    );
+    choreo_registry::serve(
+        listener,
+        registry,
+        &admin,
+        choreo_registry::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }

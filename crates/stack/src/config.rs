@@ -3,7 +3,34 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use choreo_bus::AdminToken;
+
 use crate::{Error, Result};
+
+/// The file in a stack's data folder holding its admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// `make run`'s admin token: `CHOREO_ADMIN_TOKEN` when set, else the one
+/// an earlier start kept in `<data_dir>/admin-token`, else a new random
+/// one (which [`crate::Stack::start`] keeps there).
+pub fn local_admin_token(data_dir: &std::path::Path) -> Result<AdminToken> {
+    let invalid = |from: String| move |source| Error::AdminToken { from, source };
+    if let Some(value) = std::env::var(choreo_admin::ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        return AdminToken::new(&value).map_err(invalid("the environment".into()));
+    }
+    let file = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => AdminToken::new(text.trim()).map_err(invalid(file.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AdminToken::generate()),
+        Err(e) => Err(Error::Io {
+            what: format!("reading {}", file.display()),
+            source: e,
+        }),
+    }
+}
 
 /// Where each part listens on 127.0.0.1.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +141,11 @@ pub struct StackConfig {
     /// `CHOREO_*` settings reach the services) or start from an empty one
     /// plus what the stack sets (tests; see [`crate::process::command`]).
     pub inherit_env: bool,
+    /// `CHOREO_ADMIN_TOKEN` of the registry and every service (none: the
+    /// admin writes are open). [`crate::Stack::start`] writes it to
+    /// `<data_dir>/admin-token` (mode 0600), for the people and tools that
+    /// need it, and the next `make run` on that folder uses it again.
+    pub admin_token: AdminToken,
 }
 
 impl StackConfig {
@@ -157,6 +189,7 @@ impl StackConfig {
             log: LogSink::Prefixed,
             supervise: true,
             inherit_env: true,
+            admin_token: AdminToken::none(),
         }
     }
 

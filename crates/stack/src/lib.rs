@@ -67,6 +67,12 @@ pub enum Error {
     Exited(String, String),
     #[error("unknown service {0}")]
     UnknownService(String),
+    #[error("the admin token from {from}: {source}")]
+    AdminToken {
+        from: String,
+        #[source]
+        source: choreo_admin::InvalidToken,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -111,6 +117,9 @@ impl Stack {
             what: format!("creating {}", config.data_dir.display()),
             source: e,
         })?;
+        if let Some(token) = config.admin_token.expose() {
+            write_private(&config.data_dir.join(config::ADMIN_TOKEN_FILE), token)?;
+        }
         let mut stack = Stack {
             config,
             broker: None,
@@ -143,6 +152,12 @@ impl Stack {
         }
         stack.verify_ports()?;
         Ok(stack)
+    }
+
+    /// The admin token the stack's registry and services require (none:
+    /// their admin writes are open).
+    pub fn admin_token(&self) -> &choreo_bus::AdminToken {
+        &self.config.admin_token
     }
 
     pub fn brokers(&self) -> String {
@@ -237,6 +252,9 @@ impl Stack {
             "CHOREO_REGISTRY_DATA_DIR",
             self.config.data_dir.join("registry"),
         );
+        if let Some(token) = self.config.admin_token.expose() {
+            cmd.env(choreo_admin::ENV, token);
+        }
         let child = Child::spawn("registry", cmd, &self.config.log, &self.config.data_dir)?;
         self.registry = Some(child);
         let url = format!("{}/subjects", self.registry_url());
@@ -286,6 +304,9 @@ impl Stack {
             env.extend(extra.iter().cloned());
         }
         env.extend(self.config.common_env.iter().cloned());
+        if let Some(token) = self.config.admin_token.expose() {
+            env.push((choreo_admin::ENV.to_owned(), token.to_owned()));
+        }
         Ok(env)
     }
 
@@ -529,6 +550,27 @@ pub async fn register_schemas(registry_url: &str) -> Result<Vec<(String, u32)>> 
         .map_err(|e| Error::Schemas(e.to_string()))?;
     info!(subjects = ids.len(), "schemas registered");
     Ok(ids)
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| Error::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    // An older file keeps its mode through `open`; make it private too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    writeln!(file, "{text}").map_err(io)
 }
 
 /// Replica `i` of a service listens on the service's port + 100·i.

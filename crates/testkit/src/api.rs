@@ -37,6 +37,7 @@ pub struct Api {
     courier: String,
     communication: String,
     mail_dir: PathBuf,
+    admin: choreo_bus::AdminToken,
 }
 
 impl Api {
@@ -52,6 +53,7 @@ impl Api {
             courier: stack.service_url("courier"),
             communication: stack.service_url("communication"),
             mail_dir: stack.service_data_dir("communication").join("mail"),
+            admin: stack.admin_token().clone(),
         }
     }
 
@@ -113,6 +115,15 @@ impl Api {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// `Authorization: Bearer <admin token>`, when the stack has one.
+    pub fn admin_headers(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = self.admin.header_value() {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        headers
+    }
+
     pub async fn stock(&self, sku: &str) -> anyhow::Result<Value> {
         get_json(&self.http, &format!("{}/stock/{sku}", self.inventory)).await
     }
@@ -121,6 +132,7 @@ impl Api {
         let r = self
             .http
             .put(format!("{}/stock/{sku}", self.inventory))
+            .headers(self.admin_headers())
             .json(&json!({"available": available}))
             .send()
             .await?;
@@ -150,6 +162,7 @@ impl Api {
         let r = self
             .http
             .put(format!("{}/accounts/{customer}", self.payment))
+            .headers(self.admin_headers())
             .json(&json!({"customer_id": customer, "balance_minor": balance_minor, "currency": currency, "blocked": blocked}))
             .send()
             .await?;

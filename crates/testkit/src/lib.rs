@@ -165,6 +165,8 @@ impl TestStackBuilder {
             log: LogSink::Files,
             supervise: false,
             inherit_env: false,
+            // As under `make run` and compose: the admin writes need a token.
+            admin_token: choreo_bus::AdminToken::generate(),
         }
     }
 }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
-use choreo_bus::api_error::get_by_order;
+use choreo_bus::api_error::{admin_only, get_by_order};
+use choreo_bus::AdminToken;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::AnyPool;
@@ -16,11 +17,15 @@ use sqlx::AnyPool;
 use crate::domain::{Line, OrderId, Sku};
 use crate::storage::{self, StockRow};
 
-/// The service's routes, over its database pool.
-pub fn router(pool: AnyPool) -> Router {
+/// The service's routes, over its database pool; setting stock needs
+/// `admin` when one is set.
+pub fn router(pool: AnyPool, admin: &AdminToken) -> Router {
     Router::new()
         .route("/stock", get(list_stock))
-        .route("/stock/{sku}", get(get_stock).put(put_stock))
+        .route(
+            "/stock/{sku}",
+            get(get_stock).merge(admin_only(admin, put(put_stock))),
+        )
         .route(
             "/reservations/{order_id}",
             get_by_order("reservation", reservation),

@@ -30,7 +30,7 @@ impl Service for InventoryHandler {
     }
 
     fn routes(&self, host: &Host) -> Router {
-        http::router(host.db.pool().clone())
+        http::router(host.db.pool().clone(), &host.settings.admin_token)
     }
 }
 

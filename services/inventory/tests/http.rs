@@ -32,7 +32,7 @@ async fn api() -> TestApi {
         .to_vec();
     storage::seed(db.pool(), &seed).await.unwrap();
     TestApi {
-        router: http::router(db.pool().clone()),
+        router: http::router(db.pool().clone(), &choreo_bus::AdminToken::none()),
         db,
         _dir: dir,
     }

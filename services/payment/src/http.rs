@@ -13,9 +13,10 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
-use choreo_bus::api_error::get_by_order;
+use choreo_bus::api_error::{admin_only, get_by_order};
+use choreo_bus::AdminToken;
 use choreo_outbox::Db;
 use serde::Serialize;
 use serde_json::Value;
@@ -24,10 +25,14 @@ use tracing::info;
 use crate::domain::{Account, Currency, CustomerId, Invalid, Money, OrderId, PaymentState};
 use crate::storage;
 
-/// The service's routes (the host adds `/healthz`, `/readyz`, `/metrics`).
-pub fn router(db: Db) -> Router {
+/// The service's routes (the host adds `/healthz`, `/readyz`, `/metrics`);
+/// setting an account needs `admin` when one is set.
+pub fn router(db: Db, admin: &AdminToken) -> Router {
     Router::new()
-        .route("/accounts/{customer_id}", get(get_account).put(put_account))
+        .route(
+            "/accounts/{customer_id}",
+            get(get_account).merge(admin_only(admin, put(put_account))),
+        )
         .route("/payments/{order_id}", get_by_order("payment", payment))
         .with_state(db)
 }

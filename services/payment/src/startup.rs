@@ -29,6 +29,6 @@ impl Service for PaymentHandler {
     }
 
     fn routes(&self, host: &Host) -> Router {
-        http::router(host.db.clone())
+        http::router(host.db.clone(), &host.settings.admin_token)
     }
 }

@@ -32,7 +32,11 @@ async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (St
 
 async fn app() -> (Router, Db, common::Guard) {
     let (db, guard) = fresh_db(Kind::Sqlite).await;
-    (http::router(db.clone()), db, guard)
+    (
+        http::router(db.clone(), &choreo_bus::AdminToken::none()),
+        db,
+        guard,
+    )
 }
 
 #[tokio::test]

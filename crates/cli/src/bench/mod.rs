@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use choreo_bus::{Codec, KafkaSettings};
+use choreo_bus::{AdminToken, Codec, KafkaSettings};
 use choreo_stack::{LogSink, Ports, Stack, StackConfig};
 use serde_json::{json, Value};
 
@@ -102,6 +102,11 @@ pub struct BenchArgs {
     pub inventory_url: String,
     #[arg(long, default_value = "http://127.0.0.1:8083")]
     pub payment_url: String,
+    /// With --target-running: the stack's admin token, for seeding stock
+    /// and accounts (default: `./data/admin-token`, where `make run` keeps
+    /// it).
+    #[arg(long, env = "CHOREO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -127,6 +132,7 @@ struct Target {
     order: String,
     inventory: String,
     payment: String,
+    admin: AdminToken,
     _stack: Option<(Stack, tempfile::TempDir)>,
 }
 
@@ -209,7 +215,17 @@ pub async fn run(
 
 async fn target(conn: &Connection, args: &BenchArgs) -> anyhow::Result<Target> {
     if args.target_running {
+        let file = std::path::Path::new("data").join(choreo_stack::config::ADMIN_TOKEN_FILE);
+        let admin = match &args.admin_token {
+            Some(token) => AdminToken::new(token)?,
+            None => match std::fs::read_to_string(&file) {
+                Ok(text) => AdminToken::new(text.trim())
+                    .with_context(|| format!("the admin token in {}", file.display()))?,
+                Err(_) => AdminToken::none(),
+            },
+        };
         return Ok(Target {
+            admin,
             brokers: conn.brokers.clone(),
             registry: conn.registry.clone(),
             order: args.order_url.clone(),
@@ -234,6 +250,7 @@ async fn target(conn: &Connection, args: &BenchArgs) -> anyhow::Result<Target> {
         .or_default()
         .push(("CHOREO_ORDER_DEADLINE_MS".into(), "300000".into()));
     config.common_env.push(("RUST_LOG".into(), "warn".into()));
+    config.admin_token = AdminToken::generate();
     eprintln!("starting a stack in {} …", dir.path().display());
     let stack = Stack::start(config).await.context("starting the stack")?;
     Ok(Target {
@@ -242,6 +259,7 @@ async fn target(conn: &Connection, args: &BenchArgs) -> anyhow::Result<Target> {
         order: stack.service_url("order"),
         inventory: stack.service_url("inventory"),
         payment: stack.service_url("payment"),
+        admin: stack.admin_token().clone(),
         _stack: Some((stack, dir)),
     })
 }
@@ -251,6 +269,7 @@ async fn seed(t: &Target) -> anyhow::Result<()> {
     for (sku, available) in [(SKU, 1_000_000_000i64), (SKU_SOLDOUT, 0)] {
         put(
             &http,
+            &t.admin,
             &format!("{}/stock/{sku}", t.inventory),
             json!({"available": available}),
         )
@@ -263,6 +282,7 @@ async fn seed(t: &Target) -> anyhow::Result<()> {
     ] {
         put(
             &http,
+            &t.admin,
             &format!("{}/accounts/{customer}", t.payment),
             json!({"customer_id": customer, "balance_minor": balance, "currency": "EUR", "blocked": blocked}),
         )
@@ -271,13 +291,17 @@ async fn seed(t: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn put(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<()> {
-    let r = http
-        .put(url)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("PUT {url}"))?;
+async fn put(
+    http: &reqwest::Client,
+    admin: &AdminToken,
+    url: &str,
+    body: Value,
+) -> anyhow::Result<()> {
+    let mut request = http.put(url).json(&body);
+    if let Some(value) = admin.header_value() {
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let r = request.send().await.with_context(|| format!("PUT {url}"))?;
     if !r.status().is_success() {
         bail!(
             "PUT {url} answered {}: {}",
