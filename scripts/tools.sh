@@ -6,7 +6,9 @@
 #     into $TOOLS_DIR/kafka-<version>/libs (Maven's own cache is ~/.m2);
 #   - PostgreSQL's server binaries (Debian's), for the tests' throwaway
 #     clusters: no cluster is created or started here;
-#   - Debian's kcat and docker-compose.
+#   - Debian's kcat and docker-compose;
+#   - Mailpit (compose's version), built with `go install` from the Go
+#     module proxy into $TOOLS_DIR/mailpit-<version>.
 # Idempotent: every step is skipped when its result is already there.
 set -euo pipefail
 
@@ -78,9 +80,31 @@ install_kafka() {
   rm -rf "$KAFKA_LIBS" && mv "$tmp" "$KAFKA_LIBS"
 }
 
+# Mailpit, the SMTP catcher compose runs, built from the Go module proxy at
+# the version of compose's image (tests/tests/mailpit.rs sends to it).
+MAILPIT_VERSION="$(sed -n 's|.*image: axllent/mailpit:\(v[0-9.]*\).*|\1|p' deploy/docker-compose.yml)"
+MAILPIT_DIR="$TOOLS_DIR/mailpit-$MAILPIT_VERSION"
+install_mailpit() {
+  if [ -x "$MAILPIT_DIR/mailpit" ]; then
+    return
+  fi
+  command -v go >/dev/null 2>&1 || apt_install golang-go
+  say "building Mailpit $MAILPIT_VERSION (go install, a few minutes once) into $MAILPIT_DIR"
+  local log="$TOOLS_DIR/mailpit-$MAILPIT_VERSION.go.log"
+  if ! GOBIN="$MAILPIT_DIR.new" GOFLAGS=-mod=mod \
+    go install "github.com/axllent/mailpit@$MAILPIT_VERSION" >"$log" 2>&1; then
+    cat "$log" >&2
+    say "building Mailpit failed (log above, kept in $log)"
+    exit 1
+  fi
+  rm -rf "$MAILPIT_DIR" && mv "$MAILPIT_DIR.new" "$MAILPIT_DIR"
+}
+
 install_debian_packages
 install_kafka
+install_mailpit
 
 printf 'kafka:   %s (%s jars)\n' "$KAFKA_LIBS" "$(ls "$KAFKA_LIBS" | wc -l)"
 printf 'java:    %s\n' "$(command -v java)"
 printf 'kcat:    %s\n' "$(command -v kcat)"
+printf 'mailpit: %s\n' "$MAILPIT_DIR/mailpit"

@@ -13,7 +13,6 @@ use choreo_events::AnyEvent;
 use choreo_testkit::api::{order_body, Api};
 use choreo_testkit::load::{self, LoadSpec, Placed};
 use choreo_testkit::{eventually, topics, TestStack};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
@@ -267,32 +266,9 @@ async fn redelivered_events_have_no_second_effect() -> anyhow::Result<()> {
         std::fs::read_dir(stack.service_data_dir("communication").join("mail"))?.count();
 
     // Re-produce every saga event byte for byte: same event_ids.
-    let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
-        .producer_config()
-        .create()?;
     let mut replayed = 0;
     for topic in ["orders", "inventory", "shipments", "payments"] {
-        for r in topics::read_all(&stack.brokers(), topic).await? {
-            let mut headers = OwnedHeaders::new();
-            for (k, v) in &r.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                });
-            }
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-            if let Some(k) = &r.key {
-                record = record.key(k);
-            }
-            if let Some(p) = &r.payload {
-                record = record.payload(p);
-            }
-            producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)?;
-            replayed += 1;
-        }
+        replayed += topics::reproduce_all(&stack.brokers(), topic).await?;
     }
     assert!(replayed > 300, "replayed {replayed} records");
     // Every group processes the replay (observable: committed offsets

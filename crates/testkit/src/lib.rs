@@ -49,6 +49,31 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
+/// The Mailpit version: the one `deploy/docker-compose.yml` runs, which
+/// `make tools` builds too.
+pub fn mailpit_version() -> String {
+    let compose = std::fs::read_to_string(repo_root().join("deploy/docker-compose.yml"))
+        .expect("deploy/docker-compose.yml");
+    compose
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: axllent/mailpit:"))
+        .expect("compose runs axllent/mailpit:<version>")
+        .trim()
+        .to_owned()
+}
+
+/// The Mailpit binary `make tools` builds into the tools cache, or
+/// `$CHOREO_MAILPIT`.
+pub fn mailpit() -> PathBuf {
+    std::env::var_os("CHOREO_MAILPIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            choreo_stack::config::tools_dir()
+                .join(format!("mailpit-{}", mailpit_version()))
+                .join("mailpit")
+        })
+}
+
 /// Debian's `kcat` (installed by `make tools`), or `$CHOREO_KCAT`.
 pub fn kcat() -> PathBuf {
     std::env::var_os("CHOREO_KCAT")

@@ -147,3 +147,34 @@ pub async fn wait_groups_caught_up(brokers: &str, timeout: Duration) -> anyhow::
     })
     .await
 }
+
+/// Produces every record now on `topic` once more, byte for byte (key,
+/// value and headers, so the same event ids), as a redelivery would;
+/// returns how many.
+pub async fn reproduce_all(brokers: &str, topic: &str) -> anyhow::Result<usize> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = KafkaSettings::new(brokers).producer_config().create()?;
+    let records = read_all(brokers, topic).await?;
+    for r in &records {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = &r.key {
+            record = record.key(k);
+        }
+        if let Some(p) = &r.payload {
+            record = record.payload(p);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("re-producing to {topic}: {e}"))?;
+    }
+    Ok(records.len())
+}
