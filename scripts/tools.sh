@@ -100,11 +100,38 @@ install_mailpit() {
   rm -rf "$MAILPIT_DIR" && mv "$MAILPIT_DIR.new" "$MAILPIT_DIR"
 }
 
+# Apicurio Registry, a third-party Confluent-compatible registry the
+# registry tests also run against (tests/tests/apicurio.rs): its Quarkus
+# runner from Maven Central, unpacked into $TOOLS_DIR/apicurio-registry-<v>.
+# The version is crates/stack/src/config.rs's APICURIO_VERSION.
+APICURIO_VERSION="$(sed -n 's|^pub const APICURIO_VERSION: &str = "\(.*\)";|\1|p' crates/stack/src/config.rs)"
+APICURIO_DIR="$TOOLS_DIR/apicurio-registry-$APICURIO_VERSION"
+install_apicurio() {
+  if [ -e "$APICURIO_DIR/apicurio-registry-app-$APICURIO_VERSION-runner.jar" ]; then
+    return
+  fi
+  say "fetching Apicurio Registry $APICURIO_VERSION from Maven Central into $APICURIO_DIR"
+  local tmp="$APICURIO_DIR.new"
+  local log="$TOOLS_DIR/apicurio-$APICURIO_VERSION.mvn.log"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  if ! mvn -B -Dstyle.color=never dependency:copy \
+    -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+    -DoutputDirectory="$tmp" >"$log" 2>&1; then
+    cat "$log" >&2
+    say "fetching Apicurio failed (log above, kept in $log)"
+    exit 1
+  fi
+  tar -xzf "$tmp"/*.tar.gz -C "$tmp" && rm -f "$tmp"/*.tar.gz
+  rm -rf "$APICURIO_DIR" && mv "$tmp" "$APICURIO_DIR"
+}
+
 install_debian_packages
 install_kafka
 install_mailpit
+install_apicurio
 
 printf 'kafka:   %s (%s jars)\n' "$KAFKA_LIBS" "$(ls "$KAFKA_LIBS" | wc -l)"
 printf 'java:    %s\n' "$(command -v java)"
 printf 'kcat:    %s\n' "$(command -v kcat)"
 printf 'mailpit: %s\n' "$MAILPIT_DIR/mailpit"
+printf 'apicurio: %s\n' "$APICURIO_DIR"

@@ -146,6 +146,33 @@ pub struct StackConfig {
     /// `<data_dir>/admin-token` (mode 0600), for the people and tools that
     /// need it, and the next `make run` on that folder uses it again.
     pub admin_token: AdminToken,
+    /// Which schema registry the stack runs.
+    pub registry: RegistryKind,
+}
+
+/// The schema registry a stack runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RegistryKind {
+    /// `choreo-registry` (this workspace's).
+    #[default]
+    Choreo,
+    /// Apicurio Registry (the runner jar `make tools` unpacks: see
+    /// [`apicurio_jar`]) with its in-memory storage, through its
+    /// Confluent-compatible API under `/apis/ccompat/v7`.
+    Apicurio(PathBuf),
+}
+
+/// The Apicurio Registry release `make tools` fetches from Maven Central
+/// (the newest that runs on Java 17; 3.x needs Java 21).
+pub const APICURIO_VERSION: &str = "2.6.13.Final";
+
+/// Apicurio's runner jar, as `make tools` unpacks it into the tools cache.
+pub fn apicurio_jar() -> PathBuf {
+    tools_dir()
+        .join(format!("apicurio-registry-{APICURIO_VERSION}"))
+        .join(format!(
+            "apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
+        ))
 }
 
 impl StackConfig {
@@ -190,6 +217,7 @@ impl StackConfig {
             supervise: true,
             inherit_env: true,
             admin_token: AdminToken::none(),
+            registry: RegistryKind::Choreo,
         }
     }
 

@@ -32,7 +32,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tracing::info;
 
 pub use broker::{Broker, BrokerSpec};
-pub use config::{LogSink, Ports, StackConfig};
+pub use config::{LogSink, Ports, RegistryKind, StackConfig};
 pub use process::Child;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +165,11 @@ impl Stack {
     }
 
     pub fn registry_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.config.ports.registry)
+        let port = self.config.ports.registry;
+        match self.config.registry {
+            RegistryKind::Choreo => format!("http://127.0.0.1:{port}"),
+            RegistryKind::Apicurio(_) => format!("http://127.0.0.1:{port}/apis/ccompat/v7"),
+        }
     }
 
     pub fn service_url(&self, name: &str) -> String {
@@ -242,6 +246,44 @@ impl Stack {
     }
 
     pub async fn start_registry(&mut self) -> Result<()> {
+        let cmd = match &self.config.registry {
+            RegistryKind::Choreo => self.choreo_registry_command()?,
+            RegistryKind::Apicurio(jar) => {
+                if !jar.exists() {
+                    return Err(Error::MissingBinary(jar.clone()));
+                }
+                let mut cmd = process::command(&self.config.java, self.config.inherit_env);
+                cmd.arg(format!(
+                    "-Dquarkus.http.port={}",
+                    self.config.ports.registry
+                ))
+                .arg("-Dquarkus.http.host=127.0.0.1")
+                .arg("-jar")
+                .arg(jar);
+                cmd
+            }
+        };
+        let child = Child::spawn("registry", cmd, &self.config.log, &self.config.data_dir)?;
+        self.registry = Some(child);
+        let url = format!("{}/subjects", self.registry_url());
+        let ready = wait_http(
+            "registry",
+            &url,
+            Instant::now() + Duration::from_secs(60),
+            self.registry.as_mut(),
+        )
+        .await;
+        let own = self.registry.as_ref().and_then(Child::pid);
+        ready.map_err(|e| port_stolen_or("registry", self.config.ports.registry, own, e))?;
+        if matches!(self.config.registry, RegistryKind::Apicurio(_)) {
+            // Apicurio's global level is NONE; Confluent's (and
+            // choreo-registry's) is BACKWARD, which schemas/ relies on.
+            set_global_compatibility(&self.registry_url(), "BACKWARD").await?;
+        }
+        Ok(())
+    }
+
+    fn choreo_registry_command(&self) -> Result<tokio::process::Command> {
         let bin = self.config.bin("choreo-registry")?;
         let mut cmd = process::command(bin, self.config.inherit_env);
         cmd.env(
@@ -255,18 +297,7 @@ impl Stack {
         if let Some(token) = self.config.admin_token.expose() {
             cmd.env(choreo_admin::ENV, token);
         }
-        let child = Child::spawn("registry", cmd, &self.config.log, &self.config.data_dir)?;
-        self.registry = Some(child);
-        let url = format!("{}/subjects", self.registry_url());
-        let ready = wait_http(
-            "registry",
-            &url,
-            Instant::now() + Duration::from_secs(30),
-            self.registry.as_mut(),
-        )
-        .await;
-        let own = self.registry.as_ref().and_then(Child::pid);
-        ready.map_err(|e| port_stolen_or("registry", self.config.ports.registry, own, e))
+        Ok(cmd)
     }
 
     pub async fn stop_registry(&mut self) {
@@ -550,6 +581,25 @@ pub async fn register_schemas(registry_url: &str) -> Result<Vec<(String, u32)>> 
         .map_err(|e| Error::Schemas(e.to_string()))?;
     info!(subjects = ids.len(), "schemas registered");
     Ok(ids)
+}
+
+/// `PUT /config {"compatibility": level}` on the registry at `url`.
+async fn set_global_compatibility(url: &str, level: &str) -> Result<()> {
+    let failed = |e: String| Error::Schemas(format!("setting {url}/config to {level}: {e}"));
+    let response = reqwest::Client::new()
+        .put(format!("{url}/config"))
+        .json(&serde_json::json!({ "compatibility": level }))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        return Err(failed(format!(
+            "{status}: {}",
+            response.text().await.unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `text` to `path`, readable by its owner only.

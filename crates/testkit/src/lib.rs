@@ -90,9 +90,18 @@ pub struct TestStackBuilder {
     database_urls: BTreeMap<String, String>,
     service_env: BTreeMap<String, Vec<(String, String)>>,
     common_env: Vec<(String, String)>,
+    apicurio: bool,
 }
 
 impl TestStackBuilder {
+    /// Run Apicurio Registry (in memory, `make tools` fetches it) instead
+    /// of `choreo-registry`; every service and client is pointed at its
+    /// Confluent-compatible API.
+    pub fn apicurio(mut self) -> Self {
+        self.apicurio = true;
+        self
+    }
+
     /// Start these services (default: none — broker and registry only).
     pub fn services(mut self, names: &[&str]) -> Self {
         self.services = names.iter().map(|s| (*s).to_owned()).collect();
@@ -192,6 +201,11 @@ impl TestStackBuilder {
             inherit_env: false,
             // As under `make run` and compose: the admin writes need a token.
             admin_token: choreo_bus::AdminToken::generate(),
+            registry: if self.apicurio {
+                choreo_stack::RegistryKind::Apicurio(choreo_stack::config::apicurio_jar())
+            } else {
+                choreo_stack::RegistryKind::Choreo
+            },
         }
     }
 }
