@@ -32,6 +32,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// 409: the resource changed under the request.
     Conflict(String),
+    /// 413: the body is over the server's limit.
+    PayloadTooLarge(String),
     /// 415.
     UnsupportedMediaType(String),
     /// 422: readable but not acceptable as a whole.
@@ -87,6 +89,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) | Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,6 +113,7 @@ impl ApiError {
             | Self::NotFound(m)
             | Self::MethodNotAllowed(m)
             | Self::Conflict(m)
+            | Self::PayloadTooLarge(m)
             | Self::UnsupportedMediaType(m)
             | Self::Unprocessable(m)
             | Self::Unavailable(m)
@@ -140,6 +144,46 @@ where
             }
         },
     )
+}
+
+/// A JSON request body, read the same way by every service: without a
+/// JSON `Content-Type` 415, over the body limit 413, not JSON 400, JSON of
+/// the wrong shape for `T` 422 — each with the usual `{"error": …}` body
+/// (axum's own rejections are plain text, with 400 for an oversized body).
+#[derive(Debug, Clone)]
+pub struct JsonBody<T = Value>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        <Json<T> as axum::extract::FromRequest<S>>::from_request(req, state)
+            .await
+            .map(|Json(value)| Self(value))
+            .map_err(json_rejection)
+    }
+}
+
+/// The [`ApiError`] for a body axum's JSON extractor refused.
+pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    use axum::extract::rejection::JsonRejection;
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("request body too large (over the 2 MB limit)".into())
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
 }
 
 /// `route` (a write outside the saga: stock, balances) answering 401
@@ -278,6 +322,84 @@ mod tests {
                 .unwrap();
             let got: Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(got, body, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn json_bodies_are_refused_alike_with_the_json_error_body() {
+        use tower::ServiceExt;
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Stock {
+            available: u32,
+        }
+        let app = Router::new().route(
+            "/stock",
+            axum::routing::put(
+                |JsonBody(s): JsonBody<Stock>| async move { format!("{}", s.available) },
+            ),
+        );
+        let big = format!("{{\"available\": 1, \"x\": \"{}\"}}", "a".repeat(3 << 20));
+        for (content_type, body, status, error) in [
+            (
+                Some("application/json"),
+                "{\"available\": 3}".to_owned(),
+                StatusCode::OK,
+                None,
+            ),
+            (
+                Some("text/plain"),
+                "{\"available\": 3}".to_owned(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("expected Content-Type: application/json"),
+            ),
+            (
+                None,
+                "{}".to_owned(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                None,
+            ),
+            (
+                Some("application/json"),
+                "{bad".to_owned(),
+                StatusCode::BAD_REQUEST,
+                None,
+            ),
+            (
+                Some("application/json"),
+                "{\"available\": -1}".to_owned(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+            ),
+            (
+                Some("application/json"),
+                big,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some("request body too large (over the 2 MB limit)"),
+            ),
+        ] {
+            let mut request = axum::http::Request::put("/stock");
+            if let Some(t) = content_type {
+                request = request.header("content-type", t);
+            }
+            let response = app
+                .clone()
+                .oneshot(request.body(axum::body::Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{content_type:?}");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            if status == StatusCode::OK {
+                assert_eq!(&bytes[..], b"3");
+                continue;
+            }
+            let got: Value = serde_json::from_slice(&bytes).expect("a JSON error body");
+            let message = got["error"].as_str().expect("an error message");
+            if let Some(error) = error {
+                assert_eq!(message, error);
+            }
         }
     }
 

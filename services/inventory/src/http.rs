@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use choreo_bus::api_error::{admin_only, get_by_order};
+use choreo_bus::api_error::{admin_only, get_by_order, JsonBody};
 use choreo_bus::AdminToken;
 use serde::Serialize;
 use serde_json::Value;
@@ -55,9 +54,8 @@ async fn get_stock(
 async fn put_stock(
     State(pool): State<AnyPool>,
     Path(sku): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<StockRow>, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let mut errors = BTreeMap::new();
     let sku = Sku::parse(&sku)
         .map_err(|e| errors.insert("sku", e.to_string()))

@@ -103,13 +103,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => {
             ApiError::Unprocessable(format!("invalid order: {}", e.body_text()))
         }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
-        }
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
-        }
-        other => ApiError::BadRequest(other.body_text()),
+        other => choreo_bus::api_error::json_rejection(other),
     }
 }
 

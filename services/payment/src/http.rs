@@ -10,12 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use choreo_bus::api_error::{admin_only, get_by_order};
+use choreo_bus::api_error::{admin_only, get_by_order, JsonBody};
 use choreo_bus::AdminToken;
 use choreo_outbox::Db;
 use serde::Serialize;
@@ -133,19 +132,12 @@ async fn get_account(
 
 /// Body fields are checked one by one so a client learns every problem at
 /// once; `customer_id` in the body is optional but must match the path.
-fn parse_account(path_id: String, body: &[u8]) -> Result<Account, ApiError> {
+fn parse_account(path_id: String, body: &Value) -> Result<Account, ApiError> {
     let mut fields = BTreeMap::new();
-    let body: Value = match serde_json::from_slice(body) {
-        Ok(value @ Value::Object(_)) => value,
-        Ok(_) => {
-            fields.insert("body", "must be a JSON object".to_owned());
-            return Err(ApiError::invalid_fields(fields));
-        }
-        Err(e) => {
-            fields.insert("body", format!("not valid JSON: {e}"));
-            return Err(ApiError::invalid_fields(fields));
-        }
-    };
+    if !body.is_object() {
+        fields.insert("body", "must be a JSON object".to_owned());
+        return Err(ApiError::invalid_fields(fields));
+    }
     let customer_id = match CustomerId::parse(path_id) {
         Ok(id) => Some(id),
         Err(e) => {
@@ -231,7 +223,7 @@ fn parse_account(path_id: String, body: &[u8]) -> Result<Account, ApiError> {
 async fn put_account(
     State(db): State<Db>,
     Path(customer_id): Path<String>,
-    body: Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<AccountView>), ApiError> {
     let account = parse_account(customer_id, &body)?;
     let created = storage::put_account(&db, &account).await?;

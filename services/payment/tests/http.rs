@@ -86,9 +86,16 @@ async fn invalid_account_bodies_are_422_per_field() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["fields"]["customer_id"].is_string(), "{body}");
 
+    // No JSON at all: 400, as on every service.
     let (status, body) = call(&app, "PUT", "/accounts/alice", None).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON"),
+        "{body}"
+    );
 
     // Nothing was written by the rejected requests.
     let (status, _) = call(&app, "GET", "/accounts/alice", None).await;
