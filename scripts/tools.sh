@@ -8,7 +8,10 @@
 #     clusters: no cluster is created or started here;
 #   - Debian's kcat and docker-compose;
 #   - Mailpit (compose's version), built with `go install` from the Go
-#     module proxy into $TOOLS_DIR/mailpit-<version>.
+#     module proxy into $TOOLS_DIR/mailpit-<version>;
+#   - Apicurio Registry, from Maven Central;
+#   - schemathesis (tests/schemathesis/requirements.txt), from PyPI into a
+#     virtualenv $TOOLS_DIR/schemathesis-<version>.
 # Idempotent: every step is skipped when its result is already there.
 set -euo pipefail
 
@@ -125,13 +128,42 @@ install_apicurio() {
   rm -rf "$APICURIO_DIR" && mv "$tmp" "$APICURIO_DIR"
 }
 
+# schemathesis, the OpenAPI fuzzer tests/tests/openapi.rs runs against
+# every service's /openapi.json: the pinned version, in its own virtualenv.
+SCHEMATHESIS_VERSION="$(sed -n 's|^schemathesis==\(.*\)$|\1|p' tests/schemathesis/requirements.txt)"
+SCHEMATHESIS_DIR="$TOOLS_DIR/schemathesis-$SCHEMATHESIS_VERSION"
+install_schemathesis() {
+  # A virtualenv records its own path, so it is built in place; the stamp,
+  # written last, marks it complete.
+  if [ -e "$SCHEMATHESIS_DIR/.installed" ]; then
+    return
+  fi
+  say "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $SCHEMATHESIS_DIR"
+  local log="$TOOLS_DIR/schemathesis-$SCHEMATHESIS_VERSION.pip.log"
+  rm -rf "$SCHEMATHESIS_DIR"
+  if ! python3 -m venv "$SCHEMATHESIS_DIR" >"$log" 2>&1; then
+    # Debian's python3 ships venv separately.
+    apt_install python3-venv
+    rm -rf "$SCHEMATHESIS_DIR" && python3 -m venv "$SCHEMATHESIS_DIR" >"$log" 2>&1
+  fi
+  if ! "$SCHEMATHESIS_DIR/bin/pip" install --quiet --disable-pip-version-check \
+    -r tests/schemathesis/requirements.txt >>"$log" 2>&1; then
+    cat "$log" >&2
+    say "installing schemathesis failed (log above, kept in $log)"
+    exit 1
+  fi
+  touch "$SCHEMATHESIS_DIR/.installed"
+}
+
 install_debian_packages
 install_kafka
 install_mailpit
 install_apicurio
+install_schemathesis
 
 printf 'kafka:   %s (%s jars)\n' "$KAFKA_LIBS" "$(ls "$KAFKA_LIBS" | wc -l)"
 printf 'java:    %s\n' "$(command -v java)"
 printf 'kcat:    %s\n' "$(command -v kcat)"
 printf 'mailpit: %s\n' "$MAILPIT_DIR/mailpit"
 printf 'apicurio: %s\n' "$APICURIO_DIR"
+printf 'schemathesis: %s\n' "$SCHEMATHESIS_DIR/bin/st"

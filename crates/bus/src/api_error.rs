@@ -10,14 +10,13 @@ use std::fmt::Display;
 
 use std::future::Future;
 
-use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use choreo_events::OrderId;
-use serde::Serialize;
 use serde_json::{json, Map, Value};
+
+use crate::openapi::UtoipaMethodRouter;
 
 /// An HTTP error: status and JSON body.
 #[derive(Debug)]
@@ -122,28 +121,23 @@ impl ApiError {
     }
 }
 
-/// The route `GET /<things>/{order_id}`: `find` reads the order's thing
-/// from the service's state; the answer is it as JSON, or a 404 `no <what>
-/// for order `<id>`` both when nothing is stored and when the id is outside
-/// the field contract (no such order can exist, and a checker walking
-/// every order is not stopped by one).
-pub fn get_by_order<S, T, F, Fut>(what: &'static str, find: F) -> MethodRouter<S>
+/// The answer of `GET /<things>/{order_id}`: `find` reads the order's
+/// thing from the service's state; the answer is it as JSON, or a 404 `no
+/// <what> for order `<id>`` both when nothing is stored and when the id is
+/// outside the field contract (no such order can exist, and a checker
+/// walking every order is not stopped by one).
+pub async fn find_by_order<T, F, Fut>(
+    what: &str,
+    order_id: &str,
+    find: F,
+) -> Result<Json<T>, ApiError>
 where
-    S: Clone + Send + Sync + 'static,
-    T: Serialize + Send + 'static,
-    F: Fn(S, OrderId) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
+    F: FnOnce(OrderId) -> Fut,
+    Fut: Future<Output = Result<Option<T>, ApiError>>,
 {
-    axum::routing::get(
-        move |State(state): State<S>, Path(order_id): Path<String>| {
-            let find = find.clone();
-            async move {
-                let not_found = || ApiError::NotFound(format!("no {what} for order `{order_id}`"));
-                let id = OrderId::parse(&order_id).map_err(|_| not_found())?;
-                find(state, id).await?.map(Json).ok_or_else(not_found)
-            }
-        },
-    )
+    let not_found = || ApiError::NotFound(format!("no {what} for order `{order_id}`"));
+    let id = OrderId::parse(order_id).map_err(|_| not_found())?;
+    find(id).await?.map(Json).ok_or_else(not_found)
 }
 
 /// A JSON request body, read the same way by every service: without a
@@ -186,20 +180,28 @@ pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> Api
     }
 }
 
-/// `route` (a write outside the saga: stock, balances) answering 401
-/// `{"error": …}` without the admin token, when one is set.
-pub fn admin_only<S>(token: &choreo_admin::AdminToken, route: MethodRouter<S>) -> MethodRouter<S>
+/// `routes` (writes outside the saga: stock, balances) answering 401
+/// `{"error": …}` without the admin token, when one is set, and documented
+/// so ([`crate::openapi::admin_operations`]).
+pub fn admin_only<S>(
+    token: &choreo_admin::AdminToken,
+    routes: UtoipaMethodRouter<S>,
+) -> UtoipaMethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    token.require(route, |why| {
+    let (schemas, paths, route) = crate::openapi::admin_operations(routes);
+    let route = token.require(route, |why| {
         ApiError::Unauthorized(why.message().to_owned()).into_response()
-    })
+    });
+    (schemas, paths, route)
 }
 
-/// `router` answering an unknown path (404) and a known path with another
-/// method (405) with the same JSON body as every other error, instead of
-/// axum's empty ones. The host applies it to each service's routes.
+/// `router` answering every error with the same JSON body: an unknown
+/// path (404) and a known path with another method (405) instead of
+/// axum's empty answers, and any other error answered in plain text (an
+/// extractor's rejection: a path or query that cannot be read) as
+/// `{"error": "<that text>"}`. The host applies it to each service's routes.
 pub fn with_json_fallbacks(router: Router) -> Router {
     router
         .fallback(|method: Method, uri: Uri| async move {
@@ -208,6 +210,44 @@ pub fn with_json_fallbacks(router: Router) -> Router {
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
         })
+        .layer(axum::middleware::map_response(json_error_body))
+}
+
+/// An error answer that is not JSON, with its text as the JSON `error`.
+async fn json_error_body(response: Response) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; a longer one is cut, not lost silently.
+    let text = match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let error = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(json!({ "error": error }).to_string()),
+    )
 }
 
 impl From<choreo_outbox::Error> for ApiError {
@@ -244,12 +284,31 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn unknown_paths_and_methods_get_the_json_body() {
+    async fn unknown_paths_methods_and_plain_text_rejections_get_the_json_body() {
         use tower::ServiceExt;
+        #[derive(serde::Deserialize)]
+        struct Page {
+            limit: u32,
+        }
         let app = with_json_fallbacks(
-            Router::new().route("/stock", axum::routing::get(|| async { "ok" })),
+            Router::new()
+                .route("/stock", axum::routing::get(|| async { "ok" }))
+                .route(
+                    "/page",
+                    axum::routing::get(
+                        |axum::extract::Query(p): axum::extract::Query<Page>| async move {
+                            p.limit.to_string()
+                        },
+                    ),
+                ),
         );
         for (method, path, status, error) in [
+            (
+                Method::GET,
+                "/page?limit=x",
+                StatusCode::BAD_REQUEST,
+                "Failed to deserialize query string: limit: invalid digit found in string",
+            ),
             (
                 Method::GET,
                 "/nope",
@@ -279,20 +338,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn get_by_order_answers_404_for_nothing_stored_and_for_a_bad_id() {
+    async fn find_by_order_answers_404_for_nothing_stored_and_for_a_bad_id() {
+        use axum::extract::{Path, State};
         use tower::ServiceExt;
         // The state maps an order id to its answer: found, nothing, failing.
+        async fn shipment(
+            State(prefix): State<&'static str>,
+            Path(order_id): Path<String>,
+        ) -> Result<Json<String>, ApiError> {
+            find_by_order("shipment", &order_id, |id| async move {
+                match id.as_str() {
+                    "o-1" => Ok(Some(format!("{prefix}{id}"))),
+                    "o-3" => Err(ApiError::server(true, &"db busy")),
+                    _ => Ok(None),
+                }
+            })
+            .await
+        }
         let app = Router::new()
-            .route(
-                "/shipments/{order_id}",
-                get_by_order("shipment", |prefix: &'static str, id: OrderId| async move {
-                    match id.as_str() {
-                        "o-1" => Ok(Some(format!("{prefix}{id}"))),
-                        "o-3" => Err(ApiError::server(true, &"db busy")),
-                        _ => Ok(None),
-                    }
-                }),
-            )
+            .route("/shipments/{order_id}", axum::routing::get(shipment))
             .with_state("shipment of ");
         for (path, status, body) in [
             ("/shipments/o-1", StatusCode::OK, json!("shipment of o-1")),

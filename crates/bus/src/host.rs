@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+
+use crate::openapi::{routes, OpenApiRouter};
 use choreo_outbox::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -288,7 +289,7 @@ impl Host {
         listener: TcpListener,
         topics: &[&str],
         handler: Arc<H>,
-        routes: Router,
+        routes: OpenApiRouter,
         shutdown: CancellationToken,
     ) -> crate::Result<()> {
         let service = self.settings.service;
@@ -307,8 +308,7 @@ impl Host {
         let front = shutdown.child_token();
         let relay_stop = CancellationToken::new();
 
-        let app =
-            crate::api_error::with_json_fallbacks(routes.merge(probes(readiness, self.db.clone())));
+        let app = http_app(service, routes.merge(probes(readiness, self.db.clone())));
         let addr = listener.local_addr().ok();
         info!(%service, addr = ?addr, "http listening");
         let http_stop = front.clone();
@@ -387,31 +387,64 @@ fn flatten(r: Result<crate::Result<()>, tokio::task::JoinError>) -> crate::Resul
     }
 }
 
+/// The HTTP app served for `service`: `routes`, `GET /openapi.json`
+/// documenting them ([`crate::openapi::finish`]) and the JSON error body
+/// for every error ([`crate::api_error::with_json_fallbacks`]).
+pub fn http_app(service: &str, routes: OpenApiRouter) -> Router {
+    let (router, doc) = routes.split_for_parts();
+    let doc = crate::openapi::finish(service, doc);
+    let router = router.route(
+        "/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    crate::api_error::with_json_fallbacks(router)
+}
+
 #[derive(Clone)]
 struct ProbeState {
     readiness: Readiness,
     db: Db,
 }
 
-fn probes(readiness: Readiness, db: Db) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+fn probes(readiness: Readiness, db: Db) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
         .with_state(ProbeState { readiness, db })
 }
 
-async fn readyz(State(s): State<ProbeState>) -> (StatusCode, &'static str) {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "The process is up", body = String,
+        content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the consumer has its partitions.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "Consuming its partitions", body = String,
+        content_type = "text/plain"),
+    (status = 503, description = "Waiting for partition assignment",
+        body = crate::openapi::ErrorBody)))]
+async fn readyz(State(s): State<ProbeState>) -> Result<&'static str, crate::ApiError> {
     if s.readiness.is_ready() {
-        (StatusCode::OK, "ready")
+        Ok("ready")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for partition assignment",
-        )
+        Err(crate::ApiError::Unavailable(
+            "waiting for partition assignment".into(),
+        ))
     }
 }
 
+/// The process's metrics in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses((status = 200, description = "Prometheus text exposition", body = String,
+        content_type = "text/plain")))]
 async fn metrics(State(s): State<ProbeState>) -> String {
     if let Ok(backlog) = s.db.outbox_backlog().await {
         metrics::gauge!("choreo_outbox_backlog").set(backlog as f64);

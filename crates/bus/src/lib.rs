@@ -35,6 +35,7 @@ pub mod emitter;
 pub mod error;
 pub mod host;
 pub mod lag;
+pub mod openapi;
 pub mod relay;
 pub mod service;
 pub mod trace;

@@ -40,7 +40,7 @@ pub trait Service: Handler + Sized {
         settings: Self::Settings,
     ) -> impl Future<Output = std::result::Result<Self, BoxError>> + Send;
     /// The service's HTTP routes (the host adds its probes).
-    fn routes(&self, host: &Host) -> Router;
+    fn routes(&self, host: &Host) -> crate::openapi::OpenApiRouter;
     /// Tasks of the service's own beside the host's, stopped with them
     /// (Order's deadline timer). None by default.
     fn spawn_tasks(&self, _stop: CancellationToken) -> Vec<JoinHandle<()>> {
@@ -112,9 +112,10 @@ impl<S: Service> Application<S> {
         &self.service
     }
 
-    /// The service's HTTP routes as served (without the host's probes).
+    /// The service's HTTP routes as served, with `/openapi.json` (without
+    /// the host's probes).
     pub fn router(&self) -> Router {
-        crate::api_error::with_json_fallbacks(self.service.routes(&self.host))
+        crate::host::http_app(self.host.settings.service, self.service.routes(&self.host))
     }
 
     /// Runs the consumer, relay, HTTP API, retention and the service's own

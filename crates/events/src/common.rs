@@ -64,7 +64,9 @@ impl EventMetadata {
 }
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema, utoipa::ToSchema,
+)]
 #[avro(namespace = "io.choreo.common")]
 pub struct OrderLine {
     /// Stock keeping unit.
@@ -76,7 +78,9 @@ pub struct OrderLine {
 }
 
 /// Postal shipping address.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema, utoipa::ToSchema,
+)]
 #[avro(namespace = "io.choreo.common")]
 pub struct Address {
     /// Recipient name.

@@ -2,22 +2,25 @@
 //! (newest first). Errors are JSON `{"error": "..."}`.
 
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use choreo_bus::openapi::{routes, OpenApiRouter};
 use choreo_outbox::Db;
 use serde::Deserialize;
 
 use crate::storage::{self, Notification};
 
-/// The service's routes (the host adds `/healthz`, `/readyz`, `/metrics`).
-pub fn router(db: Db) -> Router {
-    Router::new()
-        .route("/notifications", get(list_notifications))
+/// The service's routes with their OpenAPI description (the host adds
+/// `/healthz`, `/readyz`, `/metrics`).
+pub fn router(db: Db) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_notifications))
         .with_state(db)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only this order's mails.
     order_id: Option<String>,
 }
 
@@ -25,6 +28,11 @@ use choreo_bus::ApiError;
 
 /// `GET /notifications[?order_id=…]`: an unknown order is an empty list,
 /// not a 404 — "no mail yet" is the answer a poller wants.
+#[utoipa::path(get, path = "/notifications", tag = "notifications", params(ListParams),
+    responses(
+        (status = 200, description = "The mails sent, newest first", body = Vec<Notification>),
+        (status = 400, description = "The query cannot be read",
+            body = choreo_bus::openapi::ErrorBody)))]
 async fn list_notifications(
     State(db): State<Db>,
     Query(params): Query<ListParams>,

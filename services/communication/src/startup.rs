@@ -2,7 +2,6 @@
 //! [`CommunicationHandler`], is its [`Service`]): migrations, the mail
 //! transport and the routes.
 
-use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
 use choreo_outbox::Backend;
 use sqlx::migrate::Migrator;
@@ -36,7 +35,7 @@ impl Service for CommunicationHandler {
         ))
     }
 
-    fn routes(&self, host: &Host) -> Router {
+    fn routes(&self, host: &Host) -> choreo_bus::openapi::OpenApiRouter {
         http::router(host.db.clone())
     }
 }

@@ -104,7 +104,7 @@ pub async fn count_replica(db: &Db) -> Result<i64> {
 }
 
 /// A sent mail, as recorded and as `GET /notifications` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Notification {
     pub order_id: String,
     pub template: String,

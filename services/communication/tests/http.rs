@@ -30,7 +30,7 @@ async fn lists_notifications_newest_first_and_by_order() {
         storage::insert_notification(uow.conn(), &n).await.unwrap();
     }
     uow.commit().await.unwrap();
-    let app = http::router(db.clone());
+    let app = choreo_bus::host::http_app("communication", http::router(db.clone()));
 
     let get = |uri: &str| {
         let app = app.clone();

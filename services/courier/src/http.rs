@@ -1,18 +1,21 @@
 //! The courier HTTP API: an order's shipment. Errors are JSON
 //! `{"error": "..."}`.
 
-use axum::Router;
-use choreo_bus::api_error::get_by_order;
+use axum::extract::{Path, State};
+use axum::Json;
+use choreo_bus::api_error::find_by_order;
+use choreo_bus::openapi::{routes, ErrorBody, OpenApiRouter};
 use serde::Serialize;
 use sqlx::AnyPool;
 
 use crate::domain::OrderId;
 use crate::storage;
 
-/// The service's routes, over its database pool.
-pub fn router(pool: AnyPool) -> Router {
-    Router::new()
-        .route("/shipments/{order_id}", get_by_order("shipment", shipment))
+/// The service's routes, over its database pool, with their OpenAPI
+/// description.
+pub fn router(pool: AnyPool) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(shipment))
         .with_state(pool)
 }
 
@@ -22,7 +25,7 @@ pub use choreo_bus::ApiError;
 
 /// `GET /shipments/{order_id}`. Shipment fields are `null` until a
 /// shipment exists (FAILED, VOID); `country` is `null` for VOID.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ShipmentView {
     pub order_id: String,
     pub status: &'static str,
@@ -32,7 +35,20 @@ pub struct ShipmentView {
     pub country: Option<String>,
 }
 
-async fn shipment(pool: AnyPool, id: OrderId) -> Result<Option<ShipmentView>, ApiError> {
+/// The shipment of an order.
+#[utoipa::path(get, path = "/shipments/{order_id}", tag = "shipments",
+    params(("order_id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order's shipment", body = ShipmentView),
+        (status = 404, description = "No shipment for this order", body = ErrorBody)))]
+async fn shipment(
+    State(pool): State<AnyPool>,
+    Path(order_id): Path<String>,
+) -> Result<Json<ShipmentView>, ApiError> {
+    find_by_order("shipment", &order_id, |id| find_shipment(pool, id)).await
+}
+
+async fn find_shipment(pool: AnyPool, id: OrderId) -> Result<Option<ShipmentView>, ApiError> {
     let shipment = storage::get_shipment(&pool, &id).await?;
     Ok(shipment.status().map(|status| {
         let manifest = shipment.manifest();

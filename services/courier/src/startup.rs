@@ -2,7 +2,6 @@
 //! [`CourierHandler`], is its [`Service`]): migrations, the routing it
 //! serves and the routes.
 
-use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
 use choreo_outbox::Backend;
 use sqlx::migrate::Migrator;
@@ -31,7 +30,7 @@ impl Service for CourierHandler {
         ))
     }
 
-    fn routes(&self, host: &Host) -> Router {
+    fn routes(&self, host: &Host) -> choreo_bus::openapi::OpenApiRouter {
         http::router(host.db.pool().clone())
     }
 }

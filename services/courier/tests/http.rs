@@ -17,7 +17,7 @@ use choreo_outbox::Db;
 
 async fn get(db: &Db, uri: &str) -> (StatusCode, Value) {
     let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
-    let response = http::router(db.pool().clone())
+    let response = choreo_bus::host::http_app("courier", http::router(db.pool().clone()))
         .oneshot(request)
         .await
         .unwrap();
@@ -171,7 +171,7 @@ async fn storage_errors_answer_500_or_503() {
         .uri("/shipments/o-5")
         .body(Body::empty())
         .unwrap();
-    let response = http::router(db.pool().clone())
+    let response = choreo_bus::host::http_app("courier", http::router(db.pool().clone()))
         .oneshot(request)
         .await
         .unwrap();

@@ -67,8 +67,9 @@ impl fmt::Display for Sku {
 
 /// One order line as the reservation keeps it: a valid SKU and a positive
 /// quantity (the unit price travels on to `StockReserved`/`StockReleased`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
+    #[schema(value_type = String)]
     pub sku: Sku,
     pub quantity: i32,
     pub unit_price_minor: i64,

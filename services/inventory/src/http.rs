@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::routing::{get, put};
-use axum::{Json, Router};
-use choreo_bus::api_error::{admin_only, get_by_order, JsonBody};
+use axum::Json;
+use choreo_bus::api_error::{admin_only, find_by_order, JsonBody};
+use choreo_bus::openapi::{routes, ErrorBody, OpenApiRouter};
 use choreo_bus::AdminToken;
 use serde::Serialize;
 use serde_json::Value;
@@ -16,28 +16,41 @@ use sqlx::AnyPool;
 use crate::domain::{Line, OrderId, Sku};
 use crate::storage::{self, StockRow};
 
-/// The service's routes, over its database pool; setting stock needs
-/// `admin` when one is set.
-pub fn router(pool: AnyPool, admin: &AdminToken) -> Router {
-    Router::new()
-        .route("/stock", get(list_stock))
-        .route(
-            "/stock/{sku}",
-            get(get_stock).merge(admin_only(admin, put(put_stock))),
-        )
-        .route(
-            "/reservations/{order_id}",
-            get_by_order("reservation", reservation),
-        )
+/// The service's routes, over its database pool, with their OpenAPI
+/// description; setting stock needs `admin` when one is set.
+pub fn router(pool: AnyPool, admin: &AdminToken) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_stock))
+        .routes(routes!(get_stock))
+        .routes(admin_only(admin, routes!(put_stock)))
+        .routes(routes!(reservation))
         .with_state(pool)
+}
+
+/// `PUT /stock/{sku}` body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body `put_stock` reads field by field
+struct StockUpdate {
+    /// Units on hand to sell; reserved and committed units are kept.
+    #[schema(minimum = 0)]
+    available: i64,
 }
 
 pub use choreo_bus::ApiError;
 
+/// Every SKU's stock.
+#[utoipa::path(get, path = "/stock", tag = "stock",
+    responses((status = 200, description = "Every SKU's stock", body = Vec<StockRow>)))]
 async fn list_stock(State(pool): State<AnyPool>) -> Result<Json<Vec<StockRow>>, ApiError> {
     Ok(Json(storage::list_stock(&pool).await?))
 }
 
+/// One SKU's stock.
+#[utoipa::path(get, path = "/stock/{sku}", tag = "stock",
+    params(("sku" = String, Path, description = "The SKU")),
+    responses(
+        (status = 200, description = "The SKU's stock", body = StockRow),
+        (status = 404, description = "Unknown SKU", body = ErrorBody)))]
 async fn get_stock(
     State(pool): State<AnyPool>,
     Path(sku): Path<String>,
@@ -51,6 +64,11 @@ async fn get_stock(
         .ok_or_else(not_found)
 }
 
+/// Sets a SKU's available units, creating the SKU if new (admin).
+#[utoipa::path(put, path = "/stock/{sku}", tag = "stock",
+    params(("sku" = String, Path, description = "The SKU")),
+    request_body = StockUpdate,
+    responses((status = 200, description = "The SKU's stock after the write", body = StockRow)))]
 async fn put_stock(
     State(pool): State<AnyPool>,
     Path(sku): Path<String>,
@@ -98,14 +116,27 @@ async fn put_stock(
 }
 
 /// `GET /reservations/{order_id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReservationView {
     pub order_id: String,
     pub status: &'static str,
     pub lines: Vec<Line>,
 }
 
-async fn reservation(pool: AnyPool, id: OrderId) -> Result<Option<ReservationView>, ApiError> {
+/// The stock reservation of an order.
+#[utoipa::path(get, path = "/reservations/{order_id}", tag = "reservations",
+    params(("order_id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order's reservation", body = ReservationView),
+        (status = 404, description = "No reservation for this order", body = ErrorBody)))]
+async fn reservation(
+    State(pool): State<AnyPool>,
+    Path(order_id): Path<String>,
+) -> Result<Json<ReservationView>, ApiError> {
+    find_by_order("reservation", &order_id, |id| find_reservation(pool, id)).await
+}
+
+async fn find_reservation(pool: AnyPool, id: OrderId) -> Result<Option<ReservationView>, ApiError> {
     let reservation = storage::get_reservation(&pool, &id).await?;
     Ok(reservation.status().map(|status| ReservationView {
         order_id: id.to_string(),

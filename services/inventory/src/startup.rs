@@ -3,7 +3,6 @@
 //! and the routes.
 
 use anyhow::Context as _;
-use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
 use choreo_outbox::{Backend, Db};
 use sqlx::migrate::Migrator;
@@ -29,7 +28,7 @@ impl Service for InventoryHandler {
         ))
     }
 
-    fn routes(&self, host: &Host) -> Router {
+    fn routes(&self, host: &Host) -> choreo_bus::openapi::OpenApiRouter {
         http::router(host.db.pool().clone(), &host.settings.admin_token)
     }
 }

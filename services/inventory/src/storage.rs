@@ -23,7 +23,7 @@ choreo_outbox::service_migrations!();
 pub use choreo_outbox::{Error, Result};
 
 /// One row of `stock`, as the HTTP API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockRow {
     pub sku: String,
     pub available: i64,

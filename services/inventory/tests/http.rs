@@ -32,7 +32,10 @@ async fn api() -> TestApi {
         .to_vec();
     storage::seed(db.pool(), &seed).await.unwrap();
     TestApi {
-        router: http::router(db.pool().clone(), &choreo_bus::AdminToken::none()),
+        router: choreo_bus::host::http_app(
+            "inventory",
+            http::router(db.pool().clone(), &choreo_bus::AdminToken::none()),
+        ),
         db,
         _dir: dir,
     }

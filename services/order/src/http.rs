@@ -17,8 +17,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use choreo_bus::openapi::{routes, ErrorBody, OpenApiRouter};
 use chrono::{SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -47,11 +47,12 @@ pub const DEFAULT_LIST_LIMIT: i64 = 50;
 pub const MAX_LIST_LIMIT: i64 = 500;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = contract::IDEMPOTENCY_KEY_MAX_LEN;
 
-/// The service's routes; [`choreo_bus::Host`] adds the probes.
-pub fn router(orders: Orders) -> Router {
-    Router::new()
-        .route("/orders", post(create).get(list))
-        .route("/orders/{id}", get(show).delete(cancel))
+/// The service's routes with their OpenAPI description;
+/// [`choreo_bus::Host`] adds the probes.
+pub fn router(orders: Orders) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, cancel))
         .with_state(orders)
 }
 
@@ -111,33 +112,89 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::BadRequest(format!("invalid query: {}", rejection.body_text()))
 }
 
-/// `POST /orders` body. Every field defaults to empty so a missing field
-/// is reported by validation, with the others, instead of alone by serde.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `POST /orders` body. Every field is required, but defaults to empty so
+/// a missing field is reported by validation, with the others, instead of
+/// alone by serde. The schema states the field contract
+/// (`choreo_events::contract`; a unit test keeps the limits equal).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct OrderBody {
+    #[serde(default)]
+    #[schema(
+        required = true,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        max_length = 64
+    )]
     customer_id: String,
+    #[serde(default)]
+    #[schema(
+        required = true,
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$",
+        max_length = 254
+    )]
     customer_email: String,
+    #[serde(default)]
+    #[schema(required = true, min_items = 1, max_items = 100)]
     items: Vec<LineBody>,
+    #[serde(default)]
+    #[schema(required = true, pattern = r"^[A-Z]{3}$", example = "EUR")]
     currency: String,
+    #[serde(default)]
+    #[schema(required = true)]
     shipping_address: AddressBody,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct LineBody {
+    #[serde(default)]
+    #[schema(
+        required = true,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        max_length = 64
+    )]
     sku: String,
+    #[serde(default)]
+    #[schema(required = true, minimum = 1, maximum = 10000)]
     quantity: i64,
+    #[serde(default)]
+    #[schema(required = true, minimum = 0, maximum = 1000000000000_i64)]
     unit_price_minor: i64,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct AddressBody {
+    #[serde(default)]
+    #[schema(
+        required = true,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 100
+    )]
     name: String,
+    #[serde(default)]
+    #[schema(
+        required = true,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 200
+    )]
     line1: String,
+    #[serde(default)]
+    #[schema(
+        required = true,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 100
+    )]
     city: String,
+    #[serde(default)]
+    #[schema(
+        required = true,
+        pattern = r"^[A-Za-z0-9 -]*[A-Za-z0-9-][A-Za-z0-9 -]*$",
+        max_length = 16
+    )]
     postal_code: String,
+    #[serde(default)]
+    #[schema(required = true, pattern = r"^[A-Z]{2}$", example = "DE")]
     country: String,
 }
 
@@ -167,7 +224,7 @@ impl From<OrderBody> for OrderDraft {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Accepted {
     order_id: String,
     status: &'static str,
@@ -190,6 +247,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// Places an order; the saga runs from here.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "A retry with the same key and body answers the first order")),
+    request_body = OrderBody,
+    responses(
+        (status = 202, description = "Placed, PENDING", body = Accepted,
+            headers(("Location" = String, description = "The order's URL"))),
+        (status = 400, description = "A bad Idempotency-Key", body = ErrorBody),
+        (status = 422, description = "Invalid order, one message per field", body = ErrorBody)))]
 async fn create(
     State(orders): State<Orders>,
     headers: HeaderMap,
@@ -228,7 +295,7 @@ async fn create(
 }
 
 /// `GET /orders/{id}` body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     order_id: String,
     status: &'static str,
@@ -245,7 +312,7 @@ pub struct OrderView {
     timeline: Vec<TimelineView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TimelineView {
     event_type: String,
     topic: String,
@@ -297,12 +364,23 @@ async fn load(orders: &Orders, order_id: &str) -> Result<(OrderRecord, OrderView
     Ok((order.clone(), OrderView::new(order, timeline)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ShowQuery {
+    /// `terminal`: answer once the order is terminal or `timeout_ms` passed.
     wait: Option<String>,
+    /// How long `wait=terminal` holds, at most 60000 (default 30000).
     timeout_ms: Option<u64>,
 }
 
+/// An order with its timeline, now or once terminal (`wait=terminal`).
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order's id"), ShowQuery),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 400, description = "The query cannot be read", body = ErrorBody),
+        (status = 404, description = "Unknown order", body = ErrorBody),
+        (status = 422, description = "A bad `wait`", body = ErrorBody)))]
 async fn show(
     State(orders): State<Orders>,
     Path(order_id): Path<String>,
@@ -364,14 +442,18 @@ async fn wait_for_terminal(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only orders in this state.
     status: Option<String>,
+    /// Page size, 1 to 500 (default 50).
     limit: Option<i64>,
+    /// The `next_after` of the previous page.
     after: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct OrderSummaryView {
     order_id: String,
     status: &'static str,
@@ -380,12 +462,18 @@ struct OrderSummaryView {
     updated_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct OrderPage {
     orders: Vec<OrderSummaryView>,
     next_after: Option<String>,
 }
 
+/// Orders, newest first, a page at a time.
+#[utoipa::path(get, path = "/orders", tag = "orders", params(ListQuery),
+    responses(
+        (status = 200, description = "One page of orders", body = OrderPage),
+        (status = 400, description = "The query cannot be read", body = ErrorBody),
+        (status = 422, description = "A bad status, limit or cursor", body = ErrorBody)))]
 async fn list(
     State(orders): State<Orders>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -432,6 +520,13 @@ async fn list(
     }))
 }
 
+/// Cancels an order that is not terminal yet; compensation follows.
+#[utoipa::path(delete, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 202, description = "Cancelled", body = OrderView),
+        (status = 404, description = "Unknown order", body = ErrorBody),
+        (status = 409, description = "Already terminal", body = ErrorBody)))]
 async fn cancel(
     State(orders): State<Orders>,
     Path(order_id): Path<String>,
@@ -447,4 +542,81 @@ async fn cancel(
     // connection.
     let (_, view) = load(&orders, &order_id).await?;
     Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use utoipa::PartialSchema;
+
+    fn schema<T: PartialSchema>() -> Value {
+        serde_json::to_value(T::schema()).unwrap()
+    }
+
+    #[test]
+    fn the_body_schema_states_the_field_contract_limits() {
+        let order = schema::<OrderBody>();
+        let line = schema::<LineBody>();
+        let address = schema::<AddressBody>();
+        for (s, field, key, limit) in [
+            (
+                &order,
+                "customer_id",
+                "maxLength",
+                json!(contract::ID_MAX_LEN),
+            ),
+            (
+                &order,
+                "customer_email",
+                "maxLength",
+                json!(contract::EMAIL_MAX_LEN),
+            ),
+            (&order, "items", "maxItems", json!(contract::MAX_ITEMS)),
+            (&line, "sku", "maxLength", json!(contract::ID_MAX_LEN)),
+            (&line, "quantity", "maximum", json!(contract::MAX_QUANTITY)),
+            (
+                &line,
+                "unit_price_minor",
+                "maximum",
+                json!(contract::MAX_MONEY_MINOR),
+            ),
+            (&address, "name", "maxLength", json!(contract::NAME_MAX_LEN)),
+            (
+                &address,
+                "line1",
+                "maxLength",
+                json!(contract::LINE_MAX_LEN),
+            ),
+            (&address, "city", "maxLength", json!(contract::NAME_MAX_LEN)),
+            (
+                &address,
+                "postal_code",
+                "maxLength",
+                json!(contract::POSTAL_CODE_MAX_LEN),
+            ),
+        ] {
+            assert_eq!(s["properties"][field][key], limit, "{field}.{key}");
+        }
+        for (s, fields) in [
+            (
+                &order,
+                json!([
+                    "customer_id",
+                    "customer_email",
+                    "items",
+                    "currency",
+                    "shipping_address"
+                ]),
+            ),
+            (&line, json!(["sku", "quantity", "unit_price_minor"])),
+            (
+                &address,
+                json!(["name", "line1", "city", "postal_code", "country"]),
+            ),
+        ] {
+            assert_eq!(s["required"], fields);
+            assert_eq!(s["additionalProperties"], json!(false));
+        }
+    }
 }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use choreo_bus::{BoxError, Handler, HandlerError, Host, Incoming, Service};
 use choreo_outbox::Backend;
 use choreo_outbox::UnitOfWork;
@@ -54,7 +53,7 @@ impl Service for Order {
         })
     }
 
-    fn routes(&self, _host: &Host) -> Router {
+    fn routes(&self, _host: &Host) -> choreo_bus::openapi::OpenApiRouter {
         http::router(self.orders.clone())
     }
 

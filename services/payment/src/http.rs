@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
-use axum::{Json, Router};
-use choreo_bus::api_error::{admin_only, get_by_order, JsonBody};
+use axum::Json;
+use choreo_bus::api_error::{admin_only, find_by_order, JsonBody};
+use choreo_bus::openapi::{routes, ErrorBody, OpenApiRouter};
 use choreo_bus::AdminToken;
 use choreo_outbox::Db;
 use serde::Serialize;
@@ -24,16 +24,31 @@ use tracing::info;
 use crate::domain::{Account, Currency, CustomerId, Invalid, Money, OrderId, PaymentState};
 use crate::storage;
 
-/// The service's routes (the host adds `/healthz`, `/readyz`, `/metrics`);
-/// setting an account needs `admin` when one is set.
-pub fn router(db: Db, admin: &AdminToken) -> Router {
-    Router::new()
-        .route(
-            "/accounts/{customer_id}",
-            get(get_account).merge(admin_only(admin, put(put_account))),
-        )
-        .route("/payments/{order_id}", get_by_order("payment", payment))
+/// The service's routes with their OpenAPI description (the host adds
+/// `/healthz`, `/readyz`, `/metrics`); setting an account needs `admin`
+/// when one is set.
+pub fn router(db: Db, admin: &AdminToken) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(get_account))
+        .routes(admin_only(admin, routes!(put_account)))
+        .routes(routes!(payment))
         .with_state(db)
+}
+
+/// `PUT /accounts/{customer_id}` body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body `parse_account` reads field by field
+struct AccountUpdate {
+    /// Optional; when given, the customer id of the path.
+    customer_id: Option<String>,
+    /// The balance, in minor units of `currency`.
+    #[schema(minimum = 0)]
+    balance_minor: i64,
+    /// ISO 4217 code, three capital letters.
+    #[schema(example = "EUR")]
+    currency: String,
+    /// A blocked account declines every payment (default false).
+    blocked: Option<bool>,
 }
 
 pub use choreo_bus::ApiError;
@@ -45,7 +60,7 @@ impl From<Invalid> for ApiError {
 }
 
 /// `GET /accounts/{customer_id}` and `PUT` answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub customer_id: String,
     pub balance_minor: i64,
@@ -65,7 +80,7 @@ impl From<&Account> for AccountView {
 }
 
 /// `GET /payments/{order_id}` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
     pub order_id: String,
     pub status: &'static str,
@@ -117,6 +132,13 @@ impl PaymentView {
     }
 }
 
+/// A customer's account.
+#[utoipa::path(get, path = "/accounts/{customer_id}", tag = "accounts",
+    params(("customer_id" = String, Path, description = "The customer's id")),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 404, description = "No account for this customer", body = ErrorBody),
+        (status = 422, description = "Not a customer id", body = ErrorBody)))]
 async fn get_account(
     State(db): State<Db>,
     Path(customer_id): Path<String>,
@@ -219,7 +241,13 @@ fn parse_account(path_id: String, body: &Value) -> Result<Account, ApiError> {
     }
 }
 
-/// Creates (201) or replaces (200) an account.
+/// Creates (201) or replaces (200) an account (admin).
+#[utoipa::path(put, path = "/accounts/{customer_id}", tag = "accounts",
+    params(("customer_id" = String, Path, description = "The customer's id")),
+    request_body = AccountUpdate,
+    responses(
+        (status = 200, description = "The account, replaced", body = AccountView),
+        (status = 201, description = "The account, created", body = AccountView)))]
 async fn put_account(
     State(db): State<Db>,
     Path(customer_id): Path<String>,
@@ -237,7 +265,20 @@ async fn put_account(
     Ok((status, Json(AccountView::from(&account))))
 }
 
-async fn payment(db: Db, id: OrderId) -> Result<Option<PaymentView>, ApiError> {
+/// The payment of an order.
+#[utoipa::path(get, path = "/payments/{order_id}", tag = "payments",
+    params(("order_id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order's payment", body = PaymentView),
+        (status = 404, description = "No payment for this order", body = ErrorBody)))]
+async fn payment(
+    State(db): State<Db>,
+    Path(order_id): Path<String>,
+) -> Result<Json<PaymentView>, ApiError> {
+    find_by_order("payment", &order_id, |id| find_payment(db, id)).await
+}
+
+async fn find_payment(db: Db, id: OrderId) -> Result<Option<PaymentView>, ApiError> {
     let state = storage::get_payment(&db, &id).await?;
     Ok(PaymentView::new(&id, &state))
 }

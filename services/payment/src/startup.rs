@@ -2,7 +2,6 @@
 //! [`PaymentHandler`], is its [`Service`]): migrations, the accounts seed
 //! and the routes.
 
-use axum::Router;
 use choreo_bus::{BoxError, Host, Service};
 use choreo_outbox::Backend;
 use sqlx::migrate::Migrator;
@@ -28,7 +27,7 @@ impl Service for PaymentHandler {
         Ok(PaymentHandler::new(host.emitter.clone(), host.db.backend()))
     }
 
-    fn routes(&self, host: &Host) -> Router {
+    fn routes(&self, host: &Host) -> choreo_bus::openapi::OpenApiRouter {
         http::router(host.db.clone(), &host.settings.admin_token)
     }
 }

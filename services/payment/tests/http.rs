@@ -33,7 +33,10 @@ async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (St
 async fn app() -> (Router, Db, common::Guard) {
     let (db, guard) = fresh_db(Kind::Sqlite).await;
     (
-        http::router(db.clone(), &choreo_bus::AdminToken::none()),
+        choreo_bus::host::http_app(
+            "payment",
+            http::router(db.clone(), &choreo_bus::AdminToken::none()),
+        ),
         db,
         guard,
     )
