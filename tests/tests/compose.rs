@@ -273,6 +273,59 @@ fn services_reach_the_compose_infrastructure() {
     );
 }
 
+#[test]
+fn services_export_their_spans_to_jaeger() {
+    let compose = compose();
+    let jaeger = service(&compose, "jaeger");
+    assert!(
+        text(&jaeger["image"]).is_some_and(|i| i.starts_with("jaegertracing/jaeger:2.")),
+        "Jaeger v2, which receives OTLP itself: {:?}",
+        jaeger["image"]
+    );
+    // Jaeger's OTLP receivers listen on localhost unless told otherwise.
+    let http = command(jaeger)
+        .iter()
+        .find_map(|w| {
+            w.strip_prefix("--set=receivers.otlp.protocols.http.endpoint=")
+                .map(str::to_owned)
+        })
+        .expect("jaeger's OTLP/HTTP receiver is set to listen on the network");
+    assert!(http.starts_with("0.0.0.0:"), "{http}");
+    let ports: Vec<String> = jaeger["ports"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(text)
+        .collect();
+    assert!(
+        ports.iter().any(|p| p == "127.0.0.1:16686:16686"),
+        "the UI on the host: {ports:?}"
+    );
+    for (name, _) in SERVICES {
+        let env = environment(service(&compose, name));
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some(&format!("http://jaeger:{}", port_of(&http))),
+            "{name}"
+        );
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_PROTOCOL").map(String::as_str),
+            Some("http/protobuf"),
+            "{name}: the protocol choreo exports with"
+        );
+        assert_eq!(
+            env.get("OTEL_SERVICE_NAME"),
+            Some(&format!("choreo-{name}")),
+            "{name}: the name the service gives itself without compose"
+        );
+        assert_eq!(
+            depends_condition(service(&compose, name), "jaeger").as_deref(),
+            Some("service_started"),
+            "{name}"
+        );
+    }
+}
+
 /// `KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS` → `group.min.session.timeout.ms`,
 /// as the apache/kafka image's entrypoint maps its environment.
 fn kafka_property(env_name: &str) -> Option<String> {

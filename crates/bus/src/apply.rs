@@ -27,7 +27,7 @@ use std::time::Duration;
 use choreo_outbox::{Db, UnitOfWork};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use crate::consumer::{panic_message, Handler, Incoming};
 use crate::error::HandlerError;
@@ -262,17 +262,8 @@ pub(crate) async fn handle<H: Handler>(
     incoming: &Incoming,
     trace_ctx: TraceContext,
 ) -> Result<(), HandlerError> {
-    let span = info_span!(
-        "handle",
-        service,
-        topic = %incoming.topic,
-        partition = incoming.partition,
-        offset = incoming.offset,
-        event_type = incoming.event.event_type(),
-        order_id = ?incoming.event.metadata().order_id,
-        trace_id = %trace_ctx.trace_id,
-    );
-    AssertUnwindSafe(trace::scope(trace_ctx, handler.handle(uow, incoming)))
+    let span = trace::process_span(service, incoming, trace_ctx);
+    AssertUnwindSafe(handler.handle(uow, incoming))
         .catch_unwind()
         .instrument(span)
         .await

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use choreo_events::{AnyEvent, Event};
+use choreo_events::{AnyEvent, Event, EventMetadata};
 use choreo_outbox::{OutboxMessage, UnitOfWork};
 
 use crate::codec::Codec;
@@ -41,12 +41,7 @@ impl Emitter {
         let payload = self.codec.encode(event).await?;
         append(
             uow,
-            message(
-                E::TOPIC.name(),
-                &event.metadata().order_id,
-                E::EVENT_TYPE,
-                payload,
-            ),
+            message(E::TOPIC.name(), event.metadata(), E::EVENT_TYPE, payload),
             E::EVENT_TYPE,
         )
         .await
@@ -64,7 +59,7 @@ impl Emitter {
             uow,
             message(
                 event.topic().name(),
-                &event.metadata().order_id,
+                event.metadata(),
                 event.event_type(),
                 payload,
             ),
@@ -95,14 +90,16 @@ async fn append(
     }
 }
 
-fn message(topic: &str, key: &str, event_type: &str, payload: Vec<u8>) -> OutboxMessage {
+/// The outbox row of an event: keyed by its order id, with the context of
+/// its producer span (`traceparent`) and its type in the headers.
+fn message(topic: &str, meta: &EventMetadata, event_type: &str, payload: Vec<u8>) -> OutboxMessage {
+    let key = &meta.order_id;
+    let mut headers = trace::create_headers(topic, key, event_type, &meta.event_id);
+    headers.push((headers::EVENT_TYPE.to_owned(), event_type.to_owned()));
     OutboxMessage {
         topic: topic.to_owned(),
         key: key.to_owned(),
         payload,
-        headers: vec![
-            (headers::TRACEPARENT.to_owned(), trace::outgoing().header()),
-            (headers::EVENT_TYPE.to_owned(), event_type.to_owned()),
-        ],
+        headers,
     }
 }

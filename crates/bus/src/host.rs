@@ -393,13 +393,15 @@ fn flatten(r: Result<crate::Result<()>, tokio::task::JoinError>) -> crate::Resul
 pub fn http_app(service: &str, routes: OpenApiRouter) -> Router {
     let (router, doc) = routes.split_for_parts();
     let doc = crate::openapi::finish(service, doc);
-    let router = router.route(
-        "/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc) }
-        }),
-    );
+    let router = router
+        .layer(axum::middleware::from_fn(crate::trace::http_server_span))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc) }
+            }),
+        );
     crate::api_error::with_json_fallbacks(router)
 }
 

@@ -17,7 +17,8 @@
 //!   librdkafka property overridable.
 //! - [`codec`]: Confluent wire format (magic byte + schema id + Avro) through
 //!   the schema registry, plus the JSON ingress of `order-requests`.
-//! - [`trace`]: W3C `traceparent` propagation through Kafka headers.
+//! - [`trace`]: OpenTelemetry spans of producing and consuming, their W3C
+//!   context carried in Kafka headers.
 //! - [`emitter`]: typed events → outbox rows.
 //! - [`relay`]: outbox rows → Kafka.
 //! - [`consumer`]: Kafka → inbox + handler → offsets, retries, DLQ.
@@ -55,7 +56,6 @@ pub use service::{serve, Application, Service};
 /// Header names this runtime writes. Dead-letter headers follow the
 /// `choreo.` prefix so they never clash with application headers.
 pub mod headers {
-    pub const TRACEPARENT: &str = "traceparent";
     pub const EVENT_TYPE: &str = "choreo.event_type";
     pub const ERROR: &str = "choreo.error";
     pub const SOURCE_TOPIC: &str = "choreo.source.topic";

@@ -147,11 +147,19 @@ impl<S: Service> Application<S> {
 pub fn serve<S: Service>() -> std::result::Result<(), BoxError> {
     crate::runtime()?.block_on(async {
         let settings = S::Settings::from_env()?;
-        choreo_telemetry::init_logging("info", settings.common().log_json);
-        let app = Application::<S>::build(settings).await?;
-        app.run_until_stopped(shutdown_on_signal()).await?;
-        Ok(())
+        let common = settings.common();
+        let name = format!("choreo-{}", common.service);
+        choreo_telemetry::init(&name, "info", common.log_json)?;
+        let result = run::<S>(settings).await;
+        choreo_telemetry::shutdown();
+        result
     })
+}
+
+async fn run<S: Service>(settings: S::Settings) -> std::result::Result<(), BoxError> {
+    let app = Application::<S>::build(settings).await?;
+    app.run_until_stopped(shutdown_on_signal()).await?;
+    Ok(())
 }
 
 /// A token cancelled on the first Ctrl-C or SIGTERM.

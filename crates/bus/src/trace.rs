@@ -1,104 +1,281 @@
-//! W3C trace context through Kafka headers.
+//! Trace context through Kafka headers, with OpenTelemetry's W3C
+//! propagator.
 //!
-//! Each message carries `traceparent`; the consumer loop runs the handler
-//! inside [`scope`], and every event the handler emits carries a child of
-//! that context, so one trace id spans the whole saga of an order. Written
-//! here rather than pulling in an OpenTelemetry SDK: the format is one line.
+//! Spans are `tracing` spans that `tracing-opentelemetry` (installed by
+//! `choreo_telemetry::init`) turns into OpenTelemetry spans, named and
+//! attributed by the messaging semantic conventions:
+//!
+//! - an event written to the outbox gets a producer span `create <topic>`,
+//!   a child of whatever is current (the HTTP request, the handler of the
+//!   event that caused it); its context goes into the message's
+//!   `traceparent` header;
+//! - a consumed message is handled inside a consumer span
+//!   `process <topic>` whose parent is the context in its headers.
+//!
+//! So one trace runs from the request that placed an order through every
+//! service's reaction to the last mail, compensation included, and each
+//! span's parent follows causation. Without the layer (a unit test) spans
+//! have no context and no header is written; a message without one starts
+//! a new trace.
 
-use std::future::Future;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use rdkafka::message::{BorrowedHeaders, Headers};
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use rand::Rng;
+use crate::consumer::Incoming;
 
-tokio::task_local! {
-    static CURRENT: TraceContext;
-}
-
-/// `00-<trace-id>-<parent-id>-<flags>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceContext {
-    pub trace_id: String,
-    pub span_id: String,
-    pub sampled: bool,
-}
+/// The context a consumed message carries: the parent of its handler's
+/// span.
+#[derive(Clone, Debug, Default)]
+pub struct TraceContext(Context);
 
 impl TraceContext {
+    /// No parent: the handler's span starts a new trace.
     pub fn new_root() -> Self {
-        let mut rng = rand::thread_rng();
-        Self {
-            trace_id: format!("{:032x}", rng.gen::<u128>() | 1),
-            span_id: format!("{:016x}", rng.gen::<u64>() | 1),
-            sampled: true,
+        Self(Context::new())
+    }
+
+    /// The context in a message's `traceparent`/`tracestate` headers; none
+    /// (a new trace) when they are absent or malformed.
+    pub fn from_headers(headers: Option<&BorrowedHeaders>) -> Self {
+        match headers {
+            Some(h) => Self(TraceContextPropagator::new().extract(&KafkaHeaders(h))),
+            None => Self::new_root(),
         }
     }
 
-    pub fn child(&self) -> Self {
-        Self {
-            trace_id: self.trace_id.clone(),
-            span_id: format!("{:016x}", rand::thread_rng().gen::<u64>() | 1),
-            sampled: self.sampled,
-        }
-    }
-
-    pub fn parse(header: &str) -> Option<Self> {
-        let mut parts = header.trim().split('-');
-        let (version, trace_id, span_id, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        if version != "00" || !hex(trace_id, 32) || !hex(span_id, 16) || !hex(flags, 2) {
-            return None;
-        }
-        if trace_id.bytes().all(|b| b == b'0') || span_id.bytes().all(|b| b == b'0') {
-            return None;
-        }
-        Some(Self {
-            trace_id: trace_id.to_ascii_lowercase(),
-            span_id: span_id.to_ascii_lowercase(),
-            sampled: u8::from_str_radix(flags, 16).ok()? & 1 == 1,
-        })
-    }
-
-    pub fn header(&self) -> String {
-        format!(
-            "00-{}-{}-{}",
-            self.trace_id,
-            self.span_id,
-            if self.sampled { "01" } else { "00" }
-        )
+    /// Whether a remote parent was found.
+    pub fn has_parent(&self) -> bool {
+        self.0.span().span_context().is_valid()
     }
 }
 
-/// Runs `fut` with `ctx` as the current trace context.
-pub async fn scope<F: Future>(ctx: TraceContext, fut: F) -> F::Output {
-    CURRENT.scope(ctx, fut).await
+/// The consumer span a handler runs in: `process <topic>`, a child of the
+/// producer span in the message's headers.
+pub(crate) fn process_span(service: &str, incoming: &Incoming, parent: TraceContext) -> Span {
+    let meta = incoming.event.metadata();
+    let span = tracing::info_span!(
+        "handle",
+        otel.name = %format!("process {}", incoming.topic),
+        otel.kind = "consumer",
+        service,
+        topic = %incoming.topic,
+        partition = incoming.partition,
+        offset = incoming.offset,
+        event_type = incoming.event.event_type(),
+        order_id = %meta.order_id,
+        trace_id = tracing::field::Empty,
+    );
+    // Fails only without the OpenTelemetry layer, where there is no
+    // trace to join.
+    let _ = span.set_parent(parent.0);
+    span.set_attribute("messaging.system", "kafka");
+    span.set_attribute("messaging.operation.type", "process");
+    span.set_attribute("messaging.operation.name", "process");
+    span.set_attribute("messaging.destination.name", incoming.topic.clone());
+    span.set_attribute(
+        "messaging.destination.partition.id",
+        incoming.partition.to_string(),
+    );
+    span.set_attribute("messaging.consumer.group.name", service.to_owned());
+    span.set_attribute("messaging.kafka.offset", incoming.offset);
+    if let Some(key) = &incoming.key {
+        span.set_attribute("messaging.kafka.message.key", key.clone());
+    }
+    span.set_attribute("messaging.message.id", meta.event_id.clone());
+    span.set_attribute("choreo.event_type", incoming.event.event_type());
+    span.set_attribute("choreo.order_id", meta.order_id.clone());
+    if let Some(trace_id) = trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    span
 }
 
-/// The context for an outgoing message: a child of the current one, or a
-/// new root when nothing is in scope (an HTTP request, a timer).
-pub fn outgoing() -> TraceContext {
-    CURRENT
-        .try_with(TraceContext::child)
-        .unwrap_or_else(|_| TraceContext::new_root())
+/// The producer span of an event written to the outbox, `create <topic>`
+/// (the relay sends it later), ended at once; returns the headers that
+/// carry its context.
+pub(crate) fn create_headers(
+    topic: &str,
+    key: &str,
+    event_type: &str,
+    event_id: &str,
+) -> Vec<(String, String)> {
+    let span = tracing::info_span!(
+        "emit",
+        otel.name = %format!("create {topic}"),
+        otel.kind = "producer",
+        topic,
+        event_type,
+    );
+    span.set_attribute("messaging.system", "kafka");
+    span.set_attribute("messaging.operation.type", "create");
+    span.set_attribute("messaging.operation.name", "create");
+    span.set_attribute("messaging.destination.name", topic.to_owned());
+    span.set_attribute("messaging.kafka.message.key", key.to_owned());
+    span.set_attribute("messaging.message.id", event_id.to_owned());
+    span.set_attribute("choreo.event_type", event_type.to_owned());
+    let mut headers = Vec::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderPairs(&mut headers));
+    headers
+}
+
+/// Routes polled by probes and scrapers, which would only bury the traces
+/// of real requests.
+const UNTRACED: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// Middleware: each request to a service route runs in a server span
+/// `<METHOD> <route>`, a child of the request's own `traceparent` if it
+/// has one, so an order placed over HTTP starts (or joins) its trace.
+pub(crate) async fn http_server_span(
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(route) = matched
+        .map(|m| m.as_str().to_owned())
+        .filter(|r| !UNTRACED.contains(&r.as_str()))
+    else {
+        return next.run(request).await;
+    };
+    let method = request.method().as_str().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        method = %method,
+        route = %route,
+    );
+    let parent = TraceContextPropagator::new().extract(&HttpHeaders(request.headers()));
+    // Fails only without the OpenTelemetry layer.
+    let _ = span.set_parent(parent);
+    span.set_attribute("http.request.method", method);
+    span.set_attribute("http.route", route);
+    span.set_attribute("url.path", request.uri().path().to_owned());
+    span.set_attribute("url.scheme", "http");
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.set_status(opentelemetry::trace::Status::error(status.to_string()));
+    }
+    response
+}
+
+struct HttpHeaders<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for HttpHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The trace id of `span` in hex, when it has one.
+pub fn trace_id(span: &Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+struct KafkaHeaders<'a>(&'a BorrowedHeaders);
+
+impl Extractor for KafkaHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|h| h.key.eq_ignore_ascii_case(key))
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|h| h.key).collect()
+    }
+}
+
+struct HeaderPairs<'a>(&'a mut Vec<(String, String)>);
+
+impl Injector for HeaderPairs<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(pair) => pair.1 = value,
+            None => self.0.push((key.to_owned(), value)),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use tracing_subscriber::layer::SubscriberExt;
+
     use super::*;
 
-    #[test]
-    fn parses_and_formats() {
-        let h = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let t = TraceContext::parse(h).unwrap();
-        assert_eq!(t.header(), h);
-        assert!(TraceContext::parse("00-0000-00f067aa0ba902b7-01").is_none());
-        assert!(TraceContext::parse("garbage").is_none());
+    fn with_layer<T>(f: impl FnOnce() -> T) -> T {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f)
     }
 
-    #[tokio::test]
-    async fn children_keep_the_trace_id() {
-        let root = TraceContext::new_root();
-        let child = scope(root.clone(), async { outgoing() }).await;
-        assert_eq!(child.trace_id, root.trace_id);
-        assert_ne!(child.span_id, root.span_id);
-        assert_ne!(outgoing().trace_id, root.trace_id);
+    fn owned(pairs: &[(String, String)]) -> OwnedHeaders {
+        pairs.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            })
+        })
+    }
+
+    #[test]
+    fn an_emitted_context_is_the_parent_of_the_consumer_span() {
+        with_layer(|| {
+            let parent = tracing::info_span!("request");
+            let headers = parent.in_scope(|| create_headers("orders", "o-1", "OrderPlaced", "e-1"));
+            let (key, value) = headers.first().expect("a traceparent header");
+            assert_eq!(key, "traceparent");
+            let parts: Vec<&str> = value.split('-').collect();
+            assert_eq!(parts.len(), 4, "{value}");
+            assert_eq!(parts[1], trace_id(&parent).unwrap(), "the request's trace");
+
+            let owned = owned(&headers);
+            let cx = TraceContext::from_headers(Some(owned.as_borrowed()));
+            assert!(cx.has_parent());
+            let remote = cx.0.span().span_context().clone();
+            assert_eq!(remote.span_id().to_string(), parts[2]);
+            assert!(remote.is_remote());
+        });
+    }
+
+    #[test]
+    fn without_headers_or_with_garbage_a_new_trace_starts() {
+        assert!(!TraceContext::from_headers(None).has_parent());
+        for garbage in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            let headers = owned(&[("traceparent".into(), garbage.into())]);
+            let cx = TraceContext::from_headers(Some(headers.as_borrowed()));
+            assert!(!cx.has_parent(), "{garbage}");
+        }
+    }
+
+    #[test]
+    fn without_the_layer_no_header_is_written() {
+        assert!(create_headers("orders", "o-1", "OrderPlaced", "e-1").is_empty());
     }
 }

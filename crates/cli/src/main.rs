@@ -62,14 +62,19 @@ async fn main() -> ExitCode {
         // would only repeat them.
         "warn,rdkafka=off,librdkafka=off"
     };
-    choreo_telemetry::init_logging(filter, false);
-    match dispatch(cli).await {
+    if let Err(e) = choreo_telemetry::init("choreo", filter, false) {
+        eprintln!("choreo: error: {e}");
+        return ExitCode::from(2);
+    }
+    let code = match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("choreo: error: {e:#}");
             ExitCode::from(2)
         }
-    }
+    };
+    choreo_telemetry::shutdown();
+    code
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -136,7 +136,7 @@ impl TestStackBuilder {
     /// ([`choreo_stack::Error::PortInUse`] or `PortStolen`) and this tries
     /// again on other ports, a few times.
     pub async fn start(self) -> anyhow::Result<TestStack> {
-        choreo_telemetry::init_logging("warn", false);
+        choreo_telemetry::init("choreo-tests", "warn", false)?;
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
             let dir = tempfile::Builder::new().prefix("choreo-e2e-").tempdir()?;

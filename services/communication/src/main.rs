@@ -12,8 +12,10 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Some(Command::RebuildReplica) => choreo_bus::runtime()?.block_on(async {
             let settings = Settings::from_env()?;
-            choreo_telemetry::init_logging("info", settings.common.log_json);
-            rebuild::rebuild_replica(settings).await.map(drop)
+            choreo_telemetry::init("choreo-communication", "info", settings.common.log_json)?;
+            let result = rebuild::rebuild_replica(settings).await.map(drop);
+            choreo_telemetry::shutdown();
+            result
         }),
         None => choreo_bus::serve::<CommunicationHandler>().map_err(anyhow::Error::from_boxed),
     }

@@ -319,12 +319,3 @@ impl<H: Handler> Consumer<H> {
         })
     }
 }
-
-/// A header's value as text, if the message has it.
-pub(super) fn header(msg: &BorrowedMessage<'_>, name: &str) -> Option<String> {
-    let hdrs = msg.headers()?;
-    hdrs.iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}

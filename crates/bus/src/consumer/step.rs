@@ -78,9 +78,7 @@ impl<H: Handler> Consumer<H> {
             key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             event,
         };
-        let trace_ctx = header(msg, headers::TRACEPARENT)
-            .and_then(|h| TraceContext::parse(&h))
-            .unwrap_or_else(TraceContext::new_root);
+        let trace_ctx = TraceContext::from_headers(msg.headers());
         Ok((incoming, trace_ctx))
     }
 
