@@ -6,7 +6,8 @@
 //! span's parent following causation as the topics record it — the HTTP
 //! request → `create orders` (OrderPlaced) → each consumer's
 //! `process <topic>` → the `create` of each event it caused → … to the last
-//! notification.
+//! notification; and for an order cancelled by its deadline, the timer's
+//! `order deadline` span continuing the context the order was placed in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -199,14 +200,31 @@ fn check_trace(spans: &[Span], events: &[AnyEvent], order_id: &str) -> anyhow::R
                     && parent.service == producer.service,
                 "{what}: caused by {cause}, emitted under {parent:?}"
             ),
-            // The order itself: emitted by the HTTP request.
-            None => anyhow::ensure!(
-                parent.kind == SpanKind::Server
-                    && parent.name == "POST /orders"
-                    && parent.service == service("order")
-                    && parent.attr("http.response.status_code") == Some("202"),
-                "{what}: placed under {parent:?}"
-            ),
+            // The order itself, emitted by the HTTP request; or its
+            // cancellation by the deadline timer, whose span continues the
+            // request's context.
+            None => {
+                let request = if parent.kind == SpanKind::Internal {
+                    anyhow::ensure!(
+                        parent.name == "order deadline"
+                            && parent.service == service("order")
+                            && parent.attr("choreo.order_id") == Some(order_id),
+                        "{what}: emitted under {parent:?}"
+                    );
+                    by_id.get(parent.parent.as_str()).ok_or_else(|| {
+                        anyhow::anyhow!("{what}: the deadline span's parent is not exported")
+                    })?
+                } else {
+                    parent
+                };
+                anyhow::ensure!(
+                    request.kind == SpanKind::Server
+                        && request.name == "POST /orders"
+                        && request.service == service("order")
+                        && request.attr("http.response.status_code") == Some("202"),
+                    "{what}: placed under {request:?}"
+                )
+            }
         }
         // Each handling of the event is a child of its producer span.
         for consumer in of_order.iter().filter(|s| {
@@ -240,8 +258,10 @@ fn check_trace(spans: &[Span], events: &[AnyEvent], order_id: &str) -> anyhow::R
 async fn one_saga_is_one_trace_across_the_five_services() -> anyhow::Result<()> {
     let received: Received = Arc::default();
     let receiver = start_receiver(received.clone()).await?;
-    let stack = TestStack::builder()
+    let mut stack = TestStack::builder()
         .all_services()
+        // Long enough for a saga, short enough to wait for once.
+        .env("order", "CHOREO_ORDER_DEADLINE_MS", "10000")
         .common_env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)
         .common_env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .common_env("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -269,10 +289,23 @@ async fn one_saga_is_one_trace_across_the_five_services() -> anyhow::Result<()> 
         let order = api.wait_terminal(id, SAGA).await?;
         assert_eq!(order["status"], state, "{order}");
     }
+    // Without the courier the saga waits after the payment until the
+    // deadline cancels it: the timer's compensation in the same trace.
+    stack.stop_service("courier", 0).await;
+    let timed_out = api
+        .place_order(&order_body("alice", "WIDGET-1", 1, 1000, "DE"))
+        .await?;
+    let order = api.wait_terminal(&timed_out, SAGA).await?;
+    assert_eq!(
+        (order["status"].as_str(), order["reason"].as_str()),
+        (Some("CANCELLED"), Some("TIMEOUT")),
+        "{order}"
+    );
+    stack.restart_service("courier", 0).await?;
     topics::wait_groups_caught_up(&stack.brokers(), SAGA).await?;
 
     let mut traces = BTreeMap::new();
-    for id in [&confirmed, &declined] {
+    for id in [&confirmed, &declined, &timed_out] {
         let events = order_events(&stack, id).await?;
         // The last event is the notification; every one has been handled
         // once the groups caught up, so its spans come within a few
@@ -312,6 +345,19 @@ async fn one_saga_is_one_trace_across_the_five_services() -> anyhow::Result<()> 
     for compensation in ["PaymentFailed", "StockReleased", "OrderCancelled"] {
         assert!(types.contains(compensation), "{compensation} in {types:?}");
     }
+    let (trace, events) = &traces[&timed_out];
+    assert_ne!(trace, client_trace);
+    let deadline = events
+        .iter()
+        .find(|e| e.event_type() == "OrderCancelled")
+        .expect("the deadline's cancellation on the topic");
+    assert_eq!(
+        deadline.metadata().causation_id,
+        None,
+        "caused by the timer"
+    );
+    let types: BTreeSet<&str> = events.iter().map(|e| e.event_type()).collect();
+    assert!(types.contains("StockReleased"), "{types:?}");
     stack.shutdown().await;
     Ok(())
 }

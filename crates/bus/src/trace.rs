@@ -180,6 +180,37 @@ impl Extractor for HttpHeaders<'_> {
     }
 }
 
+/// The `traceparent` of the current span, to keep with state that a timer
+/// acts on later ([`deadline_span`]); `None` without a trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut headers = Vec::new();
+    TraceContextPropagator::new()
+        .inject_context(&Span::current().context(), &mut HeaderPairs(&mut headers));
+    headers
+        .into_iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v)
+}
+
+/// The span an order's deadline runs in: `order deadline`, a child of the
+/// context the order was placed in (from [`current_traceparent`]), so the
+/// cancellation and its compensation stay in the order's trace.
+pub fn deadline_span(order_id: &str, traceparent: Option<&str>) -> Span {
+    let span = tracing::info_span!(
+        "deadline",
+        otel.name = "order deadline",
+        otel.kind = "internal",
+        order_id,
+    );
+    if let Some(tp) = traceparent {
+        let carrier = std::collections::HashMap::from([("traceparent".to_owned(), tp.to_owned())]);
+        // Fails only without the OpenTelemetry layer.
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    }
+    span.set_attribute("choreo.order_id", order_id.to_owned());
+    span
+}
+
 /// The trace id of `span` in hex, when it has one.
 pub fn trace_id(span: &Span) -> Option<String> {
     let cx = span.context();

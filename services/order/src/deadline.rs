@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::domain::Input;
 use crate::handlers::{Cause, OrderError, Orders};
@@ -70,8 +70,9 @@ impl Orders {
             };
             let batch_len = due.len();
             let mut progressed = false;
-            for order_id in due {
-                match self.expire_one(&order_id).await {
+            for (order_id, trace_context) in due {
+                let span = choreo_bus::trace::deadline_span(&order_id, trace_context.as_deref());
+                match self.expire_one(&order_id).instrument(span).await {
                     Ok(true) => {
                         cancelled += 1;
                         progressed = true;

@@ -245,6 +245,7 @@ impl Orders {
             updated_at: now,
             deadline_at: now
                 .saturating_add(i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX)),
+            trace_context: choreo_bus::trace::current_traceparent(),
         };
         if !storage::insert(uow.conn(), &record).await? {
             // A concurrent request with the same id or key won the insert.

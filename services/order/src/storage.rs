@@ -48,6 +48,9 @@ pub struct OrderRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub deadline_at: i64,
+    /// The `traceparent` of the span the order was placed in, which the
+    /// deadline's cancellation continues; `None` when untraced.
+    pub trace_context: Option<String>,
 }
 
 impl OrderRecord {
@@ -86,7 +89,7 @@ pub struct OrderSummary {
 
 const ORDER_COLUMNS: &str = "order_id, idempotency_key, status, reason, customer_id, \
      customer_email, items, total_minor, currency, shipping_address, created_at, updated_at, \
-     deadline_at, request_hash";
+     deadline_at, request_hash, trace_context";
 
 const ORDERS: Table = Table::new(
     "orders",
@@ -140,6 +143,9 @@ fn order_from_row(row: &AnyRow) -> Result<OrderRecord> {
         created_at: get_ms("created_at")?,
         updated_at: get_ms("updated_at")?,
         deadline_at: get_ms("deadline_at")?,
+        trace_context: row
+            .try_get("trace_context")
+            .map_err(Error::sql("trace_context"))?,
         order_id,
     })
 }
@@ -200,7 +206,7 @@ pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<boo
         .map_err(|e| unwritable("shipping_address", e))?;
     let query = format!(
         "INSERT INTO orders ({ORDER_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT DO NOTHING"
     );
     let insert = sqlx::query(&query)
@@ -217,7 +223,8 @@ pub async fn insert(conn: &mut AnyConnection, order: &OrderRecord) -> Result<boo
         .bind(order.created_at)
         .bind(order.updated_at)
         .bind(order.deadline_at)
-        .bind(&order.request_hash);
+        .bind(&order.request_hash)
+        .bind(&order.trace_context);
     changed_one(insert, conn, "inserting an order").await
 }
 
@@ -370,11 +377,15 @@ pub async fn list(
     Ok((page, next))
 }
 
-/// Ids of open orders whose deadline is at or before `now_ms`, earliest
-/// first.
-pub async fn due(conn: &mut AnyConnection, now_ms: i64, limit: i64) -> Result<Vec<String>> {
-    sqlx::query_scalar(
-        "SELECT order_id FROM orders \
+/// Open orders whose deadline is at or before `now_ms`, earliest first:
+/// each id with the trace context it was placed in.
+pub async fn due(
+    conn: &mut AnyConnection,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<(String, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT order_id, trace_context FROM orders \
          WHERE status IN ('PENDING', 'CANCELLING') AND deadline_at <= $1 \
          ORDER BY deadline_at, order_id LIMIT $2",
     )
