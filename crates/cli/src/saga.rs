@@ -19,6 +19,8 @@ pub struct SagaEvent {
     pub partition: i32,
     pub offset: i64,
     pub event: AnyEvent,
+    /// The OpenTelemetry trace id in the message's `traceparent` header.
+    pub trace_id: Option<String>,
 }
 
 impl SagaEvent {
@@ -91,7 +93,26 @@ pub struct Saga {
     pub waiting: Option<Waiting>,
 }
 
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let id = traceparent.trim().split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_ascii_lowercase())
+}
+
 impl Saga {
+    /// The distinct trace ids the saga's messages carry, first seen first
+    /// (one, when every service traces; none without tracing).
+    pub fn trace_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = Vec::new();
+        for id in self.events.iter().filter_map(|e| e.trace_id.as_deref()) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
     /// Builds the saga of `order_id` from its events (any order).
     pub fn new(order_id: impl Into<String>, mut events: Vec<SagaEvent>) -> Saga {
         let depth = causal_depths(&events);
@@ -292,6 +313,21 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_traceparent_names_its_trace() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            trace_id_of(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(trace_id_of("00-abc-def-01"), None);
+        assert_eq!(trace_id_of("garbage"), None);
+    }
+
     /// Every step `next_step` can name, over every combination of facts,
     /// is an event of the catalogue that the named service produces (owns
     /// the topic of), and every one of those events is one its producer's
@@ -376,6 +412,7 @@ mod tests {
                 partition: 0,
                 offset: self.events.len() as i64,
                 event,
+                trace_id: None,
             });
             self.events.len() - 1
         }

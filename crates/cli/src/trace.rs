@@ -51,6 +51,10 @@ async fn load_events(
                 partition: record.partition,
                 offset: record.offset,
                 event,
+                trace_id: record
+                    .header("traceparent")
+                    .as_deref()
+                    .and_then(crate::saga::trace_id_of),
             }),
             Err(e) if e.is_retryable() => return Err(decoder.explain(e)),
             Err(e) => tracing::debug!(position = %record.position(), error = %e, "skipping"),
@@ -136,6 +140,11 @@ pub fn print_saga(
             "{}",
             output.paint("1", &format!("order {}", saga.order_id))
         )?;
+        let traces = saga.trace_ids();
+        if !traces.is_empty() {
+            // The id to look up in a tracing UI (Jaeger: /trace/<id>).
+            writeln!(out, "  trace {}", traces.join(", "))?;
+        }
     }
     for e in &saga.events {
         let meta = e.event.metadata();
@@ -155,6 +164,7 @@ pub fn print_saga(
                     "producer": meta.producer,
                     "event_id": meta.event_id,
                     "causation_id": meta.causation_id,
+                    "trace_id": e.trace_id,
                     "caused_by": cause.map(|c| c.event.event_type()),
                     "summary": summary(&e.event),
                     "event": e.event.to_json(),
@@ -195,6 +205,7 @@ pub fn print_saga(
                 "waiting_for": saga.waiting.as_ref().map(|w| w.service),
                 "waiting_events": saga.waiting.as_ref().map(|w| w.events),
                 "waiting_ms": waiting.as_ref().map(|(_, ms)| ms),
+                "trace_ids": saga.trace_ids(),
             }),
         )?;
         return Ok(());
