@@ -13,7 +13,7 @@ use choreo_cli::dlq::{self, ReplayArgs};
 use choreo_cli::order::{self, PlaceArgs};
 use choreo_cli::output::Progress;
 use choreo_cli::reconcile::{self, Check, Reconciler, Report};
-use choreo_cli::trace::{self, StuckArgs, TraceArgs};
+use choreo_cli::trace::{self, StuckArgs};
 use choreo_cli::watch::{self, WatchArgs};
 use choreo_cli::{wire, Connection, Output};
 use choreo_testkit::api::{order_body, Api};
@@ -59,24 +59,6 @@ async fn run_choreo(stack: &TestStack, args: &[&str]) -> anyhow::Result<(i32, St
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
-}
-
-async fn trace_text(
-    stack: &TestStack,
-    order_id: &str,
-) -> anyhow::Result<(choreo_cli::saga::Saga, String)> {
-    let mut out = Vec::new();
-    let saga = trace::run_trace(
-        &conn(stack),
-        &TraceArgs {
-            order_id: order_id.to_owned(),
-        },
-        Output::plain(),
-        &mut out,
-        &mut Progress::hidden(),
-    )
-    .await?;
-    Ok((saga, String::from_utf8(out)?))
 }
 
 /// Asserts `needles` occur in `text` in this order, each on a later line.
@@ -180,7 +162,7 @@ async fn follow_purchases_on_the_topics_and_reconcile() -> anyhow::Result<()> {
     let order = api.wait_terminal(&bob, SAGA).await?;
     assert_eq!(order["reason"], "PAYMENT_DECLINED", "{order}");
     let (saga, text) = eventually("bob's saga settled", SAGA, || async {
-        let (saga, text) = trace_text(&stack, &bob).await?;
+        let (saga, text) = common::trace_text(&stack, &bob).await?;
         Ok(saga.waiting.is_none().then_some((saga, text)))
     })
     .await?;
@@ -499,7 +481,7 @@ async fn stuck_order_names_its_step_and_a_hand_encoded_failure_compensates() -> 
 
     // trace names the missing step: the courier.
     let text = eventually("the order waiting for the courier", SAGA, || async {
-        let (saga, text) = trace_text(&stack, &id).await?;
+        let (saga, text) = common::trace_text(&stack, &id).await?;
         Ok((saga.waiting.as_ref().map(|w| w.service) == Some("courier")).then_some(text))
     })
     .await?;
@@ -593,7 +575,7 @@ async fn stuck_order_names_its_step_and_a_hand_encoded_failure_compensates() -> 
         (order["status"].as_str(), order["reason"].as_str()),
         (Some("CANCELLED"), Some("PAYMENT_DECLINED"))
     );
-    let (_, text) = trace_text(&stack, &id).await?;
+    let (_, text) = common::trace_text(&stack, &id).await?;
     assert_in_order(
         &text,
         &[

@@ -18,9 +18,6 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use choreo_cli::output::Progress;
-use choreo_cli::trace::{self, TraceArgs};
-use choreo_cli::{Connection, Output};
 use choreo_events::{AnyEvent, Topic};
 use choreo_testkit::api::{order_body, Api};
 use choreo_testkit::{eventually, topics, TestStack};
@@ -31,6 +28,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
+
+mod common;
 
 const SAGA: Duration = Duration::from_secs(60);
 
@@ -339,19 +338,8 @@ async fn one_saga_is_one_trace_across_the_five_services() -> anyhow::Result<()> 
     let types: BTreeSet<&str> = events.iter().map(|e| e.event_type()).collect();
     assert!(types.contains("OrderConfirmed"), "{types:?}");
     // `choreo trace` names the trace to look up in a tracing UI.
-    let mut out = Vec::new();
-    let saga = trace::run_trace(
-        &Connection::new(stack.brokers(), stack.registry_url()),
-        &TraceArgs {
-            order_id: confirmed.clone(),
-        },
-        Output::plain(),
-        &mut out,
-        &mut Progress::hidden(),
-    )
-    .await?;
+    let (saga, text) = common::trace_text(&stack, &confirmed).await?;
     assert_eq!(saga.trace_ids(), [client_trace]);
-    let text = String::from_utf8(out)?;
     assert!(text.contains(&format!("trace {client_trace}")), "{text}");
 
     let (trace, events) = &traces[&declined];

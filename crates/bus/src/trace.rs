@@ -121,14 +121,20 @@ pub(crate) fn create_headers(
     span.set_attribute("messaging.kafka.message.key", key.to_owned());
     span.set_attribute("messaging.message.id", event_id.to_owned());
     span.set_attribute("choreo.event_type", event_type.to_owned());
+    headers_of(&span)
+}
+
+/// `span`'s context as `traceparent` (and `tracestate`) pairs; none when
+/// it has no context.
+fn headers_of(span: &Span) -> Vec<(String, String)> {
     let mut headers = Vec::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderPairs(&mut headers));
     headers
 }
 
 /// Routes polled by probes and scrapers, which would only bury the traces
-/// of real requests.
-const UNTRACED: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+/// of real requests. (`/openapi.json` is added after this layer.)
+const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Middleware: each request to a service route runs in a server span
 /// `<METHOD> <route>`, a child of the request's own `traceparent` if it
@@ -183,10 +189,7 @@ impl Extractor for HttpHeaders<'_> {
 /// The `traceparent` of the current span, to keep with state that a timer
 /// acts on later ([`deadline_span`]); `None` without a trace.
 pub fn current_traceparent() -> Option<String> {
-    let mut headers = Vec::new();
-    TraceContextPropagator::new()
-        .inject_context(&Span::current().context(), &mut HeaderPairs(&mut headers));
-    headers
+    headers_of(&Span::current())
         .into_iter()
         .find(|(k, _)| k == "traceparent")
         .map(|(_, v)| v)

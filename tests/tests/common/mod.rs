@@ -2,8 +2,10 @@
 //! and uses part of it).
 #![allow(dead_code)]
 
+use choreo_cli::output::Progress;
 use choreo_cli::reconcile::{self, Endpoints, Reconciler};
-use choreo_cli::Connection;
+use choreo_cli::trace::{self, TraceArgs};
+use choreo_cli::{Connection, Output};
 use choreo_testkit::{repo_root, TestStack};
 
 /// The HTTP endpoints of a test stack's five services.
@@ -120,4 +122,23 @@ pub async fn avro_round_trip(stack: &TestStack) -> anyhow::Result<()> {
     let decoded = codec.decode("orders", "orders/0/0", msg.payload()).await?;
     assert_eq!(decoded, event.clone().into_any());
     Ok(())
+}
+
+/// `choreo trace ORDER_ID` on a test stack: the saga and its plain text.
+pub async fn trace_text(
+    stack: &TestStack,
+    order_id: &str,
+) -> anyhow::Result<(choreo_cli::saga::Saga, String)> {
+    let mut out = Vec::new();
+    let saga = trace::run_trace(
+        &Connection::new(stack.brokers(), stack.registry_url()),
+        &TraceArgs {
+            order_id: order_id.to_owned(),
+        },
+        Output::plain(),
+        &mut out,
+        &mut Progress::hidden(),
+    )
+    .await?;
+    Ok((saga, String::from_utf8(out)?))
 }
