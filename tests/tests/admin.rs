@@ -1,16 +1,19 @@
 //! Writes outside the saga need the admin token (README "Admin writes"):
 //! on a stack that has one — as under `make run` and compose — each of
-//! `PUT /stock/{sku}`, `PUT /accounts/{id}` and the registry's deletes and
-//! compatibility writes answers 401 without it or with a wrong one and
+//! `PUT /stock/{sku}`, `PUT /accounts/{id}`, `POST /dlq/replay` and the
+//! registry's deletes and compatibility writes answers 401 without it or with a wrong one and
 //! changes nothing, and does its job with it; reads and registering stay
 //! open; the token reaches no log.
 
 use std::path::Path;
+use std::time::Duration;
 
 use choreo_testkit::api::Api;
-use choreo_testkit::TestStack;
+use choreo_testkit::{eventually, topics, TestStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+mod common;
 
 struct Client {
     http: reqwest::Client,
@@ -277,6 +280,81 @@ async fn admin_writes_need_the_token_and_reads_stay_open() -> anyhow::Result<()>
             file.display()
         );
     }
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// `POST /dlq/replay` is an admin write too: without the token, or with a
+/// wrong one, it answers 401 and puts nothing back on the source topic;
+/// with it, the dead letter is re-produced with `choreo.replay`.
+#[tokio::test]
+async fn dlq_replay_needs_the_token() -> anyhow::Result<()> {
+    let stack = TestStack::builder()
+        .services(&["inventory"])
+        .start()
+        .await?;
+    let c = Client {
+        http: reqwest::Client::new(),
+        token: stack
+            .admin_token()
+            .expose()
+            .expect("a test stack has an admin token")
+            .to_owned(),
+    };
+    let brokers = stack.brokers();
+    common::produce(&stack, "orders", "admin-poison", b"not avro").await?;
+    eventually(
+        "the poison message in dlq.inventory",
+        Duration::from_secs(60),
+        || async {
+            Ok(topics::read_all(&brokers, "dlq.inventory")
+                .await?
+                .first()
+                .map(|r| r.offset))
+        },
+    )
+    .await?;
+    let url = format!("{}/dlq/replay", stack.service_url("inventory"));
+    let body = || Some(json!({"offset": 0}));
+    for auth in [Auth::None, Auth::Wrong] {
+        let (status, answer) = c.send(Method::POST, &url, body(), auth).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("token")),
+            "{answer}"
+        );
+    }
+    // Bad requests with the token: a clear 4xx, nothing produced.
+    let (status, answer) = c
+        .send(Method::POST, &url, Some(json!({"offset": 99})), Auth::Admin)
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no dead letter at offset 99")),
+        "{answer}"
+    );
+    let (status, answer) = c
+        .send(Method::POST, &url, Some(json!({})), Auth::Admin)
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let orders = topics::read_all(&brokers, "orders").await?;
+    assert_eq!(orders.len(), 1, "a refused replay produced something");
+
+    let (status, answer) = c.send(Method::POST, &url, body(), Auth::Admin).await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["replayed"][0]["from"], "dlq.inventory/0/0",
+        "{answer}"
+    );
+    assert_eq!(answer["replayed"][0]["key"], "admin-poison", "{answer}");
+    let orders = topics::read_all(&brokers, "orders").await?;
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert_eq!(orders[1].header("choreo.replay"), Some("dlq.inventory/0/0"));
+    assert_eq!(orders[1].payload, orders[0].payload);
     stack.shutdown().await;
     Ok(())
 }

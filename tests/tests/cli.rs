@@ -350,20 +350,41 @@ async fn follow_purchases_on_the_topics_and_reconcile() -> anyhow::Result<()> {
 
     // dlq replay: back to the source topic and partition, with its
     // headers and the replay header.
+    // A replay is an admin write: the service refuses it without the
+    // token (and re-produces nothing: two copies below, not three).
+    let args = |admin_token: Option<String>| ReplayArgs {
+        service: "inventory".into(),
+        offset: Some(0),
+        all: false,
+        url: Some(stack.service_url("inventory")),
+        admin_token,
+    };
+    let refused = dlq::run_replay(
+        &args(Some("not-the-token".into())),
+        Output::plain(),
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("a wrong token is refused");
+    let refused = format!("{refused:#}");
+    assert!(
+        refused.contains("401") && refused.contains("--admin-token"),
+        "{refused}"
+    );
+    let bare = reqwest::Client::new()
+        .post(format!("{}/dlq/replay", stack.service_url("inventory")))
+        .json(&serde_json::json!({"all": true}))
+        .send()
+        .await?;
+    assert_eq!(bare.status(), reqwest::StatusCode::UNAUTHORIZED);
     let mut out = Vec::new();
     let replayed = dlq::run_replay(
-        &conn,
-        &ReplayArgs {
-            service: "inventory".into(),
-            offset: Some(0),
-            all: false,
-        },
+        &args(stack.admin_token().expose().map(str::to_owned)),
         Output::plain(),
         &mut out,
-        &mut Progress::hidden(),
     )
     .await?;
-    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed.replayed.len(), 1, "{replayed:?}");
     let printed = String::from_utf8(out)?;
     assert!(
         printed.starts_with("replayed dlq.inventory/0/0 → orders/"),
@@ -398,7 +419,10 @@ async fn follow_purchases_on_the_topics_and_reconcile() -> anyhow::Result<()> {
     assert_eq!(replay.partition, original.partition);
     assert_eq!(
         (replay.topic.as_str(), replay.offset),
-        (replayed[0].topic.as_str(), replayed[0].offset)
+        (
+            replayed.replayed[0].topic.as_str(),
+            replayed.replayed[0].offset
+        )
     );
 
     // reconcile counts every dead letter beyond the expected ones.

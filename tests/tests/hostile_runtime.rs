@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use choreo_bus::consumer::dlq_headers;
+use choreo_bus::dlq::{ReplayError, Which};
 use choreo_bus::{
     headers, Codec, Consumer, ConsumerSpec, Handler, HandlerError, Incoming, KafkaSettings, Relay,
 };
@@ -537,23 +538,25 @@ async fn a_dead_letter_too_large_to_copy_is_truncated_and_the_consumer_goes_on(
         listed.contains(&format!("truncated copy of {NEAR_MB} bytes")),
         "{listed}"
     );
-    let refused = choreo_cli::dlq::replay(
-        &conn,
-        "inventory",
-        choreo_cli::dlq::Which::Offset(0),
-        &mut Progress::hidden(),
-    )
-    .await
-    .expect_err("a truncated copy is not replayed");
+    // The replay every service serves (`POST /dlq/replay`), run here
+    // without one: the consumer is in this process.
+    let settings = choreo_bus::KafkaSettings::new(stack.brokers());
+    let refused = choreo_bus::dlq::replay(&settings, "inventory", Which::Offset(0))
+        .await
+        .expect_err("a truncated copy is not replayed");
+    assert!(
+        matches!(refused, ReplayError::Truncated { size, .. } if size == NEAR_MB as u64),
+        "{refused}"
+    );
     assert!(refused.to_string().contains("truncated copy"), "{refused}");
-    let all = choreo_cli::dlq::replay(
-        &conn,
-        "inventory",
-        choreo_cli::dlq::Which::All,
-        &mut Progress::hidden(),
-    )
-    .await?;
-    assert!(all.is_empty(), "{all:?}");
+    let all = choreo_bus::dlq::replay(&settings, "inventory", Which::All).await?;
+    assert!(all.replayed.is_empty(), "{all:?}");
+    assert_eq!(all.skipped.len(), 1, "{all:?}");
+    assert!(
+        all.skipped[0].dead_letter == "dlq.inventory/0/0"
+            && all.skipped[0].reason.contains("truncated copy"),
+        "{all:?}"
+    );
     let orders = topics::read_all(&stack.brokers(), "orders").await?;
     assert_eq!(orders.len(), 2, "nothing re-produced");
     Ok(())

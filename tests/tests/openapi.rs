@@ -50,8 +50,14 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("communication", &["GET /notifications"]),
 ];
 const PROBES: &[&str] = &["GET /healthz", "GET /readyz", "GET /metrics"];
+/// Served by every service's runtime, beside the probes.
+const RUNTIME: &[&str] = &["POST /dlq/replay"];
 /// Writes outside the saga: documented as needing the admin token.
-const ADMIN: &[&str] = &["PUT /stock/{sku}", "PUT /accounts/{customer_id}"];
+const ADMIN: &[&str] = &[
+    "PUT /stock/{sku}",
+    "PUT /accounts/{customer_id}",
+    "POST /dlq/replay",
+];
 
 /// Test cases per operation and phase: enough to reach every answer of
 /// these small APIs, few enough that the whole run stays near a minute.
@@ -106,6 +112,7 @@ fn check_document(service: &str, doc: &Value, expected: &[&str]) {
     let want: BTreeSet<String> = expected
         .iter()
         .chain(PROBES)
+        .chain(RUNTIME)
         .map(|s| s.to_string())
         .collect();
     assert_eq!(operations(doc), want, "{service}'s operations");

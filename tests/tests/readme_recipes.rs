@@ -89,6 +89,12 @@ impl Runner {
                 ("CHOREO_PAYMENT_URL", url("payment")),
                 ("CHOREO_COURIER_URL", url("courier")),
                 ("CHOREO_COMMUNICATION_URL", url("communication")),
+                // What `choreo` would read from ./data/admin-token under
+                // `make run` (the stack keeps its own elsewhere).
+                (
+                    "CHOREO_ADMIN_TOKEN",
+                    stack.admin_token().expose().unwrap_or_default().to_owned(),
+                ),
                 ("NO_COLOR", "1".into()),
             ],
             vars: BTreeMap::new(),

@@ -308,7 +308,16 @@ impl Host {
         let front = shutdown.child_token();
         let relay_stop = CancellationToken::new();
 
-        let app = http_app(service, routes.merge(probes(readiness, self.db.clone())));
+        let app = http_app(
+            service,
+            routes
+                .merge(probes(readiness, self.db.clone()))
+                .merge(crate::dlq::routes(
+                    service,
+                    self.settings.kafka.clone(),
+                    &self.settings.admin_token,
+                )),
+        );
         let addr = listener.local_addr().ok();
         info!(%service, addr = ?addr, "http listening");
         let http_stop = front.clone();

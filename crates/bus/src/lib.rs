@@ -24,6 +24,8 @@
 //! - [`consumer`]: Kafka → inbox + handler → offsets, retries, DLQ.
 //! - [`error`]: the retryable / permanent classification.
 //! - [`lag`]: how far a consumer group is behind.
+//! - [`reader`]: group-less reading of whole topics.
+//! - [`dlq`]: dead letters read back, and replayed to their source.
 //!
 //! [`UnitOfWork`]: choreo_outbox::UnitOfWork
 
@@ -32,11 +34,13 @@ pub mod apply;
 pub mod codec;
 pub mod config;
 pub mod consumer;
+pub mod dlq;
 pub mod emitter;
 pub mod error;
 pub mod host;
 pub mod lag;
 pub mod openapi;
+pub mod reader;
 pub mod relay;
 pub mod service;
 pub mod trace;

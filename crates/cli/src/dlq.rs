@@ -2,45 +2,28 @@
 //! (`dlq.<service>`) — what failed, why, where it came from — and putting
 //! a dead letter back on its source topic once the cause is fixed.
 //!
-//! A replay re-produces the original key, value and headers to the source
-//! topic and partition (so it keeps its place in per-order ordering),
-//! minus the dead-letter headers, plus `choreo.replay=<dlq>/<p>/<offset>`
-//! so the replayed copy can be told from the original.
+//! Listing reads the topics ([`choreo_bus::dlq::read`]). A replay is a
+//! write outside the saga, so it asks the service whose dead letters they
+//! are (`POST /dlq/replay`, [`choreo_bus::dlq`]) with the admin token; the
+//! service re-produces the original key, value and headers to the source
+//! topic and partition, minus the dead-letter headers, plus
+//! `choreo.replay=<dlq>/<p>/<offset>`.
 
 use std::io::Write;
-use std::time::Duration;
+use std::ops::Deref;
 
-use anyhow::{anyhow, bail, Context};
-use choreo_bus::consumer::dlq_headers;
-use choreo_bus::{headers, KafkaSettings};
+use anyhow::{bail, Context};
+use choreo_bus::dlq::Letter;
+pub use choreo_bus::dlq::{Replay, Replayed, Skipped, Which};
+use choreo_bus::{headers, AdminToken};
 use choreo_events::{dlq_topic, AnyEvent, SERVICES};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use crate::decode::Decoder;
 use crate::output::{human_ms, now_ms, printable, printable_or_dash, rfc3339_ms, Output, Progress};
-use crate::reader::{list_topics, read_to_end, Record};
+use crate::reader::list_topics;
 use crate::render::{preview, summary};
 use crate::Connection;
-
-/// Headers the consumer loop and the relay add when dead-lettering; a
-/// replay drops them.
-const DLQ_HEADERS: [&str; 13] = [
-    headers::ERROR,
-    headers::SOURCE_TOPIC,
-    headers::SOURCE_PARTITION,
-    headers::SOURCE_OFFSET,
-    headers::ATTEMPTS,
-    headers::SERVICE,
-    headers::FAILED_AT,
-    headers::REPLAY,
-    dlq_headers::TRUNCATED,
-    dlq_headers::ORIGINAL_SIZE,
-    dlq_headers::HEADERS_DROPPED,
-    dlq_headers::KEY_DROPPED,
-    dlq_headers::OUTBOX_SEQ,
-];
 
 #[derive(Clone, Debug, clap::Subcommand)]
 pub enum DlqCommand {
@@ -63,73 +46,33 @@ pub struct ReplayArgs {
     /// Replay every dead letter of the service.
     #[arg(long)]
     pub all: bool,
+    /// The service's base URL (default: `CHOREO_<SERVICE>_URL`, else the
+    /// address `make run` gives it).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The stack's admin token (default: `./data/admin-token`, where `make
+    /// run` keeps it).
+    #[arg(long, env = "CHOREO_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
-/// One dead letter.
+/// One dead letter, with its value decoded as an event of its source
+/// topic when it is one.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
-    pub record: Record,
-    pub reason: String,
-    pub service: String,
-    pub source_topic: Option<String>,
-    pub source_partition: Option<i32>,
-    pub source_offset: Option<i64>,
-    pub attempts: Option<u32>,
-    pub failed_at_ms: Option<i64>,
-    /// The value, decoded as an event of its source topic, when it is one.
+    pub letter: Letter,
     pub decoded: Option<AnyEvent>,
 }
 
+impl Deref for DeadLetter {
+    type Target = Letter;
+
+    fn deref(&self) -> &Letter {
+        &self.letter
+    }
+}
+
 impl DeadLetter {
-    fn from_record(record: Record) -> Self {
-        let service = record
-            .header(headers::SERVICE)
-            .or_else(|| record.topic.strip_prefix("dlq.").map(str::to_owned))
-            .unwrap_or_default();
-        Self {
-            reason: record
-                .header(headers::ERROR)
-                .unwrap_or_else(|| "(no reason header)".into()),
-            source_topic: record.header(headers::SOURCE_TOPIC),
-            source_partition: record
-                .header(headers::SOURCE_PARTITION)
-                .and_then(|v| v.parse().ok()),
-            source_offset: record
-                .header(headers::SOURCE_OFFSET)
-                .and_then(|v| v.parse().ok()),
-            attempts: record
-                .header(headers::ATTEMPTS)
-                .and_then(|v| v.parse().ok()),
-            failed_at_ms: record
-                .header(headers::FAILED_AT)
-                .and_then(|v| v.parse().ok()),
-            service,
-            decoded: None,
-            record,
-        }
-    }
-
-    /// The original payload's size when this copy was cut to fit
-    /// (`choreo.truncated`), `None` for a whole copy.
-    pub fn truncated(&self) -> Option<u64> {
-        (self.record.header(dlq_headers::TRUNCATED).as_deref() == Some("true")).then(|| {
-            self.record
-                .header(dlq_headers::ORIGINAL_SIZE)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        })
-    }
-
-    /// `source-topic/partition/offset` of the original message.
-    pub fn source(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.source_topic.as_deref().unwrap_or("?"),
-            self.source_partition.map_or("?".into(), |p| p.to_string()),
-            self.source_offset.map_or("?".into(), |o| o.to_string())
-        )
-    }
-
     /// The decoded event's summary, or a text/hex preview of the value.
     pub fn value_preview(&self) -> String {
         match (&self.decoded, &self.record.value) {
@@ -180,26 +123,28 @@ pub async fn list(
 ) -> anyhow::Result<Vec<DeadLetter>> {
     let topics = dlq_topics(conn, service).await?;
     progress.set_label("reading dead-letter topics");
-    let records = read_to_end(&conn.brokers, &topics, progress).await?;
+    let mut total_set = false;
+    let letters = choreo_bus::dlq::read(&conn.brokers, &topics, |_, total| {
+        if !total_set {
+            progress.set_total(Some(total));
+            total_set = true;
+        }
+        progress.inc(1);
+    })
+    .await?;
+    progress.finish();
     let decoder = Decoder::new(&conn.registry);
-    let mut out = Vec::with_capacity(records.len());
-    for record in records {
-        let mut letter = DeadLetter::from_record(record);
-        if let Some(topic) = &letter.source_topic {
-            letter.decoded = decoder
+    let mut out = Vec::with_capacity(letters.len());
+    for letter in letters {
+        let decoded = match &letter.source_topic {
+            Some(topic) => decoder
                 .decode(topic, &letter.source(), letter.record.value.as_deref())
                 .await
-                .ok();
-        }
-        out.push(letter);
+                .ok(),
+            None => None,
+        };
+        out.push(DeadLetter { letter, decoded });
     }
-    out.sort_by(|a, b| {
-        (&a.record.topic, a.record.partition, a.record.offset).cmp(&(
-            &b.record.topic,
-            b.record.partition,
-            b.record.offset,
-        ))
-    });
     Ok(out)
 }
 
@@ -269,146 +214,104 @@ pub async fn run_list(
     Ok(letters)
 }
 
-/// What a replay produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Replayed {
-    /// `dlq.<service>/<partition>/<offset>` of the dead letter.
-    pub from: String,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<String>,
+/// Where a replay is asked for: a service's base URL and the admin token.
+#[derive(Clone, Debug)]
+pub struct ReplayTarget {
+    pub service: String,
+    pub url: String,
+    pub admin: AdminToken,
 }
 
-/// Which dead letters to replay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Which {
-    Offset(i64),
-    All,
-}
-
-/// Re-produces dead letters of `service` to their source topic and
-/// partition with their original key, value and headers, plus
-/// `choreo.replay`.
-pub async fn replay(
-    conn: &Connection,
-    service: &str,
-    which: Which,
-    progress: &mut Progress,
-) -> anyhow::Result<Vec<Replayed>> {
-    check_service(service)?;
-    let letters = list(conn, Some(service), progress).await?;
-    let chosen: Vec<&DeadLetter> = letters
-        .iter()
-        .filter(|l| match which {
-            Which::All => true,
-            Which::Offset(o) => l.record.offset == o,
+impl ReplayTarget {
+    /// `service` at `url` (or `CHOREO_<SERVICE>_URL`, or `make run`'s
+    /// address), with `admin_token` (or the one `make run` keeps).
+    pub fn new(
+        service: &str,
+        url: Option<&str>,
+        admin_token: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        check_service(service)?;
+        let url = match url {
+            Some(u) => u.to_owned(),
+            None => std::env::var(format!("CHOREO_{}_URL", service.to_uppercase())).unwrap_or_else(
+                |_| {
+                    crate::reconcile::Endpoints::default()
+                        .of(service)
+                        .to_owned()
+                },
+            ),
+        };
+        Ok(Self {
+            service: service.to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
+            admin: crate::conn::running_admin_token(admin_token)?,
         })
-        .collect();
-    // A truncated copy is not the message that failed: replaying it would
-    // only dead-letter a different, cut message.
-    if let (Which::Offset(_), [letter]) = (which, &chosen[..]) {
-        if let Some(size) = letter.truncated() {
-            bail!(
-                "{} is a truncated copy (the original was {size} bytes); it cannot be replayed. \
-                 The original is at {}",
-                letter.record.position(),
-                letter.source()
-            );
-        }
     }
-    let (truncated, chosen): (Vec<&DeadLetter>, Vec<&DeadLetter>) =
-        chosen.into_iter().partition(|l| l.truncated().is_some());
-    for l in truncated {
-        tracing::warn!(
-            dead_letter = %l.record.position(),
-            "skipped: a truncated copy cannot be replayed (the original is at {})",
-            l.source()
-        );
+}
+
+/// Asks `target`'s service to re-produce its dead letters to their source
+/// topic and partition (`POST /dlq/replay`).
+pub async fn replay(target: &ReplayTarget, which: Which) -> anyhow::Result<Replay> {
+    let body = match which {
+        Which::Offset(o) => json!({ "offset": o }),
+        Which::All => json!({ "all": true }),
+    };
+    let endpoint = format!("{}/dlq/replay", target.url);
+    let mut request = reqwest::Client::new().post(&endpoint).json(&body);
+    if let Some(token) = target.admin.expose() {
+        request = request.bearer_auth(token);
     }
-    if let (Which::Offset(o), true) = (which, chosen.is_empty()) {
-        let offsets: Vec<String> = letters
-            .iter()
-            .map(|l| l.record.offset.to_string())
-            .collect();
-        bail!(
-            "no dead letter at offset {o} of {} (offsets: {})",
-            dlq_topic(service),
-            if offsets.is_empty() {
-                "none".into()
-            } else {
-                offsets.join(", ")
-            }
-        );
+    let service = &target.service;
+    let response = request.send().await.with_context(|| {
+        format!(
+            "cannot reach the {service} service at {} (is the stack running? --url / CHOREO_{}_URL)",
+            target.url,
+            service.to_uppercase()
+        )
+    })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+            " (pass --admin-token or CHOREO_ADMIN_TOKEN; `make run` keeps it in data/admin-token)"
+        } else {
+            ""
+        };
+        bail!("{service} refused the replay ({status}): {message}{hint}");
     }
-    let producer: FutureProducer = KafkaSettings::new(&conn.brokers)
-        .producer_config()
-        .set("log_level", "0")
-        .create()
-        .context("creating a Kafka producer")?;
-    let mut done = Vec::new();
-    for l in chosen {
-        let topic = l.source_topic.clone().ok_or_else(|| {
-            anyhow!(
-                "{} has no {} header; cannot replay",
-                l.record.position(),
-                headers::SOURCE_TOPIC
-            )
-        })?;
-        let from = l.record.position();
-        let mut hdrs = OwnedHeaders::new();
-        for (k, v) in &l.record.headers {
-            if !DLQ_HEADERS.contains(&k.as_str()) {
-                hdrs = hdrs.insert(Header {
-                    key: k,
-                    value: v.as_deref(),
-                });
-            }
-        }
-        hdrs = hdrs.insert(Header {
-            key: headers::REPLAY,
-            value: Some(from.as_bytes()),
-        });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(hdrs);
-        if let Some(p) = l.source_partition {
-            record = record.partition(p);
-        }
-        if let Some(k) = &l.record.key {
-            record = record.key(k.as_slice());
-        }
-        if let Some(v) = &l.record.value {
-            record = record.payload(v.as_slice());
-        }
-        let delivered = producer
-            .send(record, Duration::from_secs(15))
-            .await
-            .map_err(|(e, _)| anyhow!("producing {from} to {topic} on {}: {e}", conn.brokers))?;
-        done.push(Replayed {
-            from,
-            topic,
-            partition: delivered.partition,
-            offset: delivered.offset,
-            key: l.record.key_str(),
-        });
-    }
-    Ok(done)
+    serde_json::from_str(&text)
+        .with_context(|| format!("{endpoint} answered something that is not a replay: {text}"))
 }
 
 /// `choreo dlq replay`.
 pub async fn run_replay(
-    conn: &Connection,
     args: &ReplayArgs,
     output: Output,
     out: &mut impl Write,
-    progress: &mut Progress,
-) -> anyhow::Result<Vec<Replayed>> {
+) -> anyhow::Result<Replay> {
     let which = match args.offset {
         Some(o) => Which::Offset(o),
         None if args.all => Which::All,
         None => bail!("say which dead letters to replay: --offset N or --all"),
     };
-    let done = replay(conn, &args.service, which, progress).await?;
-    for r in &done {
+    let target = ReplayTarget::new(
+        &args.service,
+        args.url.as_deref(),
+        args.admin_token.as_deref(),
+    )?;
+    let done = replay(&target, which).await?;
+    for skipped in &done.skipped {
+        eprintln!(
+            "skipped {}: {}",
+            skipped.dead_letter,
+            printable(&skipped.reason)
+        );
+    }
+    for r in &done.replayed {
         if output.json {
             output.json_line(
                 out,
@@ -426,11 +329,11 @@ pub async fn run_replay(
                 r.topic,
                 r.partition,
                 r.offset,
-                r.key.as_deref().unwrap_or("-")
+                printable_or_dash(r.key.as_deref())
             )?;
         }
     }
-    if !output.json && done.is_empty() {
+    if !output.json && done.replayed.is_empty() && done.skipped.is_empty() {
         eprintln!("nothing to replay in {}", dlq_topic(&args.service));
     }
     Ok(done)

@@ -136,7 +136,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
         }
         Command::Dlq(DlqCommand::Replay(args)) => {
-            dlq::run_replay(&conn, &args, output, &mut out, &mut progress("dlq")).await?;
+            dlq::run_replay(&args, output, &mut out).await?;
         }
         Command::Order(OrderCommand::Place(args)) => {
             order::run_place(&args, output, &mut out).await?;

@@ -173,6 +173,19 @@ pub struct Endpoints {
     pub communication: String,
 }
 
+impl Endpoints {
+    /// The base URL of `service` (one of [`choreo_events::SERVICES`]).
+    pub fn of(&self, service: &str) -> &str {
+        match service {
+            "order" => &self.order,
+            "inventory" => &self.inventory,
+            "payment" => &self.payment,
+            "courier" => &self.courier,
+            _ => &self.communication,
+        }
+    }
+}
+
 impl Default for Endpoints {
     /// The addresses of `make run`.
     fn default() -> Self {

@@ -142,3 +142,36 @@ pub async fn trace_text(
     .await?;
     Ok((saga, String::from_utf8(out)?))
 }
+
+/// Produces one record with `key` and `value` to `topic` of `stack`.
+pub async fn produce(
+    stack: &TestStack,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+) -> anyhow::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = choreo_bus::KafkaSettings::new(stack.brokers())
+        .producer_config()
+        .create()?;
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("producing to {topic}: {e}"))?;
+    Ok(())
+}
+
+/// Where `choreo dlq replay` asks `service` of `stack`, with its token.
+pub fn replay_target(
+    stack: &TestStack,
+    service: &str,
+) -> anyhow::Result<choreo_cli::dlq::ReplayTarget> {
+    choreo_cli::dlq::ReplayTarget::new(
+        service,
+        Some(&stack.service_url(service)),
+        stack.admin_token().expose(),
+    )
+}

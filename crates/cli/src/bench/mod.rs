@@ -215,15 +215,7 @@ pub async fn run(
 
 async fn target(conn: &Connection, args: &BenchArgs) -> anyhow::Result<Target> {
     if args.target_running {
-        let file = std::path::Path::new("data").join(choreo_stack::config::ADMIN_TOKEN_FILE);
-        let admin = match &args.admin_token {
-            Some(token) => AdminToken::new(token)?,
-            None => match std::fs::read_to_string(&file) {
-                Ok(text) => AdminToken::new(text.trim())
-                    .with_context(|| format!("the admin token in {}", file.display()))?,
-                Err(_) => AdminToken::none(),
-            },
-        };
+        let admin = crate::conn::running_admin_token(args.admin_token.as_deref())?;
         return Ok(Target {
             admin,
             brokers: conn.brokers.clone(),
