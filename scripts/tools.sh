@@ -6,7 +6,8 @@
 #     into $TOOLS_DIR/kafka-<version>/libs (Maven's own cache is ~/.m2);
 #   - PostgreSQL's server binaries (Debian's), for the tests' throwaway
 #     clusters: no cluster is created or started here;
-#   - Debian's kcat and docker-compose;
+#   - Debian's kcat, docker-compose and nginx (the binary only: nothing is
+#     started; tests/tests/registry_guard.rs runs compose's registry guard);
 #   - Mailpit (compose's version), built with `go install` from the Go
 #     module proxy into $TOOLS_DIR/mailpit-<version>;
 #   - Apicurio Registry, from Maven Central;
@@ -49,6 +50,7 @@ install_debian_packages() {
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   if ! have_postgres; then
     # The binaries only: Debian's package would otherwise create and start
     # a "main" cluster, and no test may rely on a server that happens to run.
@@ -58,7 +60,17 @@ install_debian_packages() {
     missing+=(postgresql)
   fi
   if [ "${#missing[@]}" -gt 0 ]; then
+    # Packages with a daemon (nginx) must not start one: no service may be
+    # left running that a test could come to rely on. policy-rc.d tells
+    # invoke-rc.d to start nothing during this install.
+    local policy=/usr/sbin/policy-rc.d placed=
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+      as_root chmod 755 "$policy"
+      placed=1
+    fi
     apt_install "${missing[@]}"
+    if [ -n "$placed" ]; then as_root rm -f "$policy"; fi
   fi
 }
 
@@ -164,6 +176,7 @@ install_schemathesis
 printf 'kafka:   %s (%s jars)\n' "$KAFKA_LIBS" "$(ls "$KAFKA_LIBS" | wc -l)"
 printf 'java:    %s\n' "$(command -v java)"
 printf 'kcat:    %s\n' "$(command -v kcat)"
+printf 'nginx:   %s\n' /usr/sbin/nginx
 printf 'mailpit: %s\n' "$MAILPIT_DIR/mailpit"
 printf 'apicurio: %s\n' "$APICURIO_DIR"
 printf 'schemathesis: %s\n' "$SCHEMATHESIS_DIR/bin/st"

@@ -949,3 +949,70 @@ fn the_image_carries_every_workspace_binary() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The registry reaches the host only through `registry-guard`, which is
+/// given the same admin token as the services, the template that
+/// registry_guard.rs runs, and every variable that template uses.
+#[test]
+fn the_registry_is_published_only_behind_the_token_guard() {
+    let compose = compose();
+    let registry = service(&compose, "schema-registry");
+    assert!(
+        registry["ports"].is_null(),
+        "schema-registry must not be published: the host goes through registry-guard"
+    );
+    let guard = service(&compose, "registry-guard");
+    assert!(
+        text(&guard["image"]).is_some_and(|i| i.starts_with("nginx:")),
+        "{:?}",
+        guard["image"]
+    );
+    let ports: Vec<String> = guard["ports"]
+        .as_sequence()
+        .expect("registry-guard publishes the registry port")
+        .iter()
+        .filter_map(text)
+        .collect();
+    assert_eq!(ports, ["127.0.0.1:8081:8081"]);
+    let env = environment(guard);
+    let service_token = environment(service(&compose, "inventory"))["CHOREO_ADMIN_TOKEN"].clone();
+    assert_eq!(env.get("CHOREO_ADMIN_TOKEN"), Some(&service_token));
+    let listen = port_of(&environment(registry)["SCHEMA_REGISTRY_LISTENERS"]).to_owned();
+    assert_eq!(
+        env.get("CHOREO_REGISTRY_UPSTREAM").map(String::as_str),
+        Some(format!("schema-registry:{listen}").as_str())
+    );
+    assert_eq!(
+        env.get("CHOREO_GUARD_LISTEN").map(String::as_str),
+        Some("8081")
+    );
+    let volumes: Vec<String> = guard["volumes"]
+        .as_sequence()
+        .expect("registry-guard mounts its template")
+        .iter()
+        .filter_map(text)
+        .collect();
+    assert_eq!(
+        volumes,
+        ["./registry-guard/default.conf.template:/etc/nginx/templates/default.conf.template:ro"]
+    );
+    // Every ${VAR} of the template is one compose sets (the image leaves an
+    // unset one as written, which nginx would then refuse).
+    let template = read("deploy/registry-guard/default.conf.template");
+    let mut used: Vec<&str> = template
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let set: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(
+        used, set,
+        "the template's variables and registry-guard's environment"
+    );
+    assert_eq!(
+        depends_condition(guard, "schema-registry").as_deref(),
+        Some("service_healthy")
+    );
+}

@@ -91,6 +91,7 @@ pub struct TestStackBuilder {
     service_env: BTreeMap<String, Vec<(String, String)>>,
     common_env: Vec<(String, String)>,
     apicurio: bool,
+    open_writes: bool,
 }
 
 impl TestStackBuilder {
@@ -99,6 +100,13 @@ impl TestStackBuilder {
     /// Confluent-compatible API.
     pub fn apicurio(mut self) -> Self {
         self.apicurio = true;
+        self
+    }
+
+    /// Run without an admin token: every write open, as on a registry that
+    /// has no authentication of its own (Confluent's under compose).
+    pub fn without_admin_token(mut self) -> Self {
+        self.open_writes = true;
         self
     }
 
@@ -200,7 +208,11 @@ impl TestStackBuilder {
             supervise: false,
             inherit_env: false,
             // As under `make run` and compose: the admin writes need a token.
-            admin_token: choreo_bus::AdminToken::generate(),
+            admin_token: if self.open_writes {
+                choreo_bus::AdminToken::none()
+            } else {
+                choreo_bus::AdminToken::generate()
+            },
             registry: if self.apicurio {
                 choreo_stack::RegistryKind::Apicurio(choreo_stack::config::apicurio_jar())
             } else {
