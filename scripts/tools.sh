@@ -8,6 +8,8 @@
 #     clusters: no cluster is created or started here;
 #   - Debian's kcat, docker-compose and nginx (the binary only: nothing is
 #     started; tests/tests/registry_guard.rs runs compose's registry guard);
+#   - Debian's chromium and chromium-driver, for the monitor's browser
+#     tests (tests/tests/ui.rs);
 #   - Mailpit (compose's version), built with `go install` from the Go
 #     module proxy into $TOOLS_DIR/mailpit-<version>;
 #   - Apicurio Registry, from Maven Central;
@@ -51,6 +53,8 @@ install_debian_packages() {
   command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
   command -v mvn >/dev/null 2>&1 || missing+=(maven)
   [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   if ! have_postgres; then
     # The binaries only: Debian's package would otherwise create and start
     # a "main" cluster, and no test may rely on a server that happens to run.
@@ -177,6 +181,7 @@ printf 'kafka:   %s (%s jars)\n' "$KAFKA_LIBS" "$(ls "$KAFKA_LIBS" | wc -l)"
 printf 'java:    %s\n' "$(command -v java)"
 printf 'kcat:    %s\n' "$(command -v kcat)"
 printf 'nginx:   %s\n' /usr/sbin/nginx
+printf 'chromium: %s (%s)\n' "$(command -v chromium)" "$(command -v chromedriver)"
 printf 'mailpit: %s\n' "$MAILPIT_DIR/mailpit"
 printf 'apicurio: %s\n' "$APICURIO_DIR"
 printf 'schemathesis: %s\n' "$SCHEMATHESIS_DIR/bin/st"

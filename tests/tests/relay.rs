@@ -34,7 +34,38 @@ async fn create_topic(brokers: &str, name: &str, config: &[(&str, &str)]) -> any
     {
         result.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
     }
-    Ok(())
+    // Created is not yet visible: wait until the broker's metadata lists
+    // every partition with a leader, so a producer with a short metadata
+    // wait does not take the new topic for one that does not exist.
+    let brokers = brokers.to_owned();
+    let name = name.to_owned();
+    eventually(
+        "the new topic in the metadata",
+        Duration::from_secs(30),
+        || {
+            let (brokers, name) = (brokers.clone(), name.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    use rdkafka::consumer::{BaseConsumer, Consumer};
+                    let consumer: BaseConsumer = KafkaSettings::new(&brokers)
+                        .consumer_config("relay-test-metadata")
+                        .create()?;
+                    let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(5))?;
+                    let ready = md.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.error().is_none()
+                            && t.partitions().len() == 6
+                            && t.partitions()
+                                .iter()
+                                .all(|p| p.leader() >= 0 && p.error().is_none())
+                    });
+                    anyhow::Ok(ready.then_some(()))
+                })
+                .await?
+            }
+        },
+    )
+    .await
 }
 
 /// `KEYS × per_key` rows, the keys interleaved, committed in units of work
@@ -198,6 +229,10 @@ async fn shutdown_publishes_every_row_committed_before_it() -> anyhow::Result<()
         || async { Ok((db.outbox_backlog().await? == 0).then_some(())) },
     )
     .await?;
+    assert!(
+        db.dead_rows().await?.is_empty(),
+        "the first row was published, not set aside"
+    );
 
     // A batch of nothing but a row that can never be published (its topic
     // does not exist): set aside, and the relay goes on.

@@ -61,6 +61,7 @@ fn up_command(data_dir: &std::path::Path, ports: &Ports) -> tokio::process::Comm
         .args(["--payment-port", &ports.payment.to_string()])
         .args(["--courier-port", &ports.courier.to_string()])
         .args(["--communication-port", &ports.communication.to_string()])
+        .args(["--ui-listen", "127.0.0.1:0"])
         .env("NO_COLOR", "1")
         .kill_on_drop(true);
     cmd
@@ -155,6 +156,27 @@ async fn a_service_that_dies_under_choreo_up_is_restarted() -> anyhow::Result<()
     }
     let mut output = Vec::new();
     wait_for("choreo is up", &mut output, &mut rx).await?;
+    // The monitor is served and named in the table.
+    wait_for("monitor (browser)", &mut output, &mut rx).await?;
+    let monitor = output
+        .iter()
+        .find(|l| l.contains("monitor (browser)"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(monitor.starts_with("http://127.0.0.1:"), "{monitor}");
+    let page = reqwest::get(&monitor).await?;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.text().await?, choreo_cli::ui::INDEX);
+    let overview: serde_json::Value = reqwest::get(format!("{monitor}/api/overview"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        overview["services"].as_array().map(Vec::len),
+        Some(5),
+        "{overview}"
+    );
     let pid = child_pid(runner, "communication").expect("communication runs under choreo up");
     let killed = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])

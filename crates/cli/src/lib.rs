@@ -25,6 +25,8 @@
 //!   outcome, the step it waits on.
 //! - [`watch`], [`trace`] (with `stuck`), [`wire`] (`encode` / `decode`),
 //!   [`dlq`], [`order`], [`reconcile`]: the commands.
+//! - [`ui`]: `choreo ui`, the saga monitor in the browser (started by
+//!   `choreo up` too).
 
 pub mod bench;
 pub mod bench_bus;
@@ -39,6 +41,7 @@ pub mod reconcile;
 pub mod render;
 pub mod saga;
 pub mod trace;
+pub mod ui;
 pub mod up;
 pub mod watch;
 pub mod wire;

@@ -5,7 +5,7 @@ use choreo_cli::dlq::DlqCommand;
 use choreo_cli::order::OrderCommand;
 use choreo_cli::output::Progress;
 use choreo_cli::{
-    bench, bench_bus, dlq, init, order, reconcile, trace, up, watch, wire, Connection, Output,
+    bench, bench_bus, dlq, init, order, reconcile, trace, ui, up, watch, wire, Connection, Output,
 };
 use clap::{Parser, Subcommand};
 
@@ -46,6 +46,8 @@ enum Command {
     Order(OrderCommand),
     /// Check the saga's invariants across every service and topic.
     Reconcile(reconcile::ReconcileArgs),
+    /// The saga monitor in the browser (http://127.0.0.1:8090).
+    Ui(ui::UiArgs),
     /// Saga throughput and latency against a fresh (or running) stack.
     Bench(bench::BenchArgs),
     /// The messaging runtime alone: codec rates, outbox → relay → broker.
@@ -55,7 +57,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if matches!(cli.command, Command::Up(_) | Command::Init(_)) {
+    let filter = if matches!(
+        cli.command,
+        Command::Up(_) | Command::Init(_) | Command::Ui(_)
+    ) {
         "info"
     } else {
         // Commands report failures themselves; librdkafka's own retries
@@ -90,6 +95,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .map(|_| ExitCode::SUCCESS)
         }
+        Command::Ui(args) => return ui::run(&conn, &args).await.map(|()| ExitCode::SUCCESS),
         Command::BenchBus(args) => {
             return bench_bus::run(args, cli.json, &mut std::io::stdout())
                 .await
@@ -107,7 +113,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     match command {
-        Command::Up(_) | Command::Init(_) | Command::Bench(_) | Command::BenchBus(_) => {
+        Command::Up(_)
+        | Command::Init(_)
+        | Command::Ui(_)
+        | Command::Bench(_)
+        | Command::BenchBus(_) => {
             unreachable!("handled above")
         }
         Command::Watch(args) => {

@@ -6,7 +6,8 @@
 //! the schemas, starts each service binary that exists, prints where
 //! everything listens and the admin token (`CHOREO_ADMIN_TOKEN`, else the
 //! one kept in the data folder, else a new one), restarts a service that exits on its own (with
-//! backoff, logged), and stops it all cleanly on Ctrl-C.
+//! backoff, logged), serves the saga monitor (`choreo ui`, on 8090), and
+//! stops it all cleanly on Ctrl-C.
 
 use std::path::PathBuf;
 
@@ -38,6 +39,12 @@ pub struct UpArgs {
     pub courier_port: u16,
     #[arg(long, default_value_t = 8085)]
     pub communication_port: u16,
+    /// Where the saga monitor (`choreo ui`) is served.
+    #[arg(long, env = "CHOREO_UI_LISTEN", default_value = crate::ui::DEFAULT_LISTEN)]
+    pub ui_listen: std::net::SocketAddr,
+    /// Do not serve the monitor.
+    #[arg(long)]
+    pub no_ui: bool,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -61,6 +68,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(services) = args.services {
         config.services = services;
     }
+    // Bound before anything starts: a taken port fails at once.
+    let ui_listener = match args.no_ui {
+        true => None,
+        false => Some(crate::ui::bind(args.ui_listen).await?),
+    };
     let started = std::time::Instant::now();
     let stack = tokio::select! {
         s = Stack::start(config) => s.context("starting the stack")?,
@@ -69,7 +81,34 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             anyhow::bail!("interrupted while starting");
         }
     };
-    print_endpoints(&stack, started.elapsed());
+    let ui_stop = tokio_util::sync::CancellationToken::new();
+    let ui = match ui_listener {
+        Some(listener) => {
+            let url = format!("http://{}", listener.local_addr()?);
+            let conn = crate::Connection::new(stack.brokers(), stack.registry_url());
+            let endpoints = crate::reconcile::Endpoints {
+                order: stack.service_url("order"),
+                inventory: stack.service_url("inventory"),
+                payment: stack.service_url("payment"),
+                courier: stack.service_url("courier"),
+                communication: stack.service_url("communication"),
+            };
+            let task = tokio::spawn(crate::ui::serve(
+                listener,
+                conn,
+                endpoints,
+                10_000,
+                ui_stop.clone(),
+            ));
+            Some((url, task))
+        }
+        None => None,
+    };
+    print_endpoints(
+        &stack,
+        started.elapsed(),
+        ui.as_ref().map(|(u, _)| u.as_str()),
+    );
     let mut stack = stack;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let shutdown = choreo_telemetry::shutdown_signal();
@@ -83,12 +122,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     println!("stopping…");
+    ui_stop.cancel();
+    if let Some((_, task)) = ui {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("the monitor: {e:#}"),
+            Err(e) => eprintln!("the monitor: {e}"),
+        }
+    }
     stack.shutdown().await;
     println!("stopped");
     Ok(())
 }
 
-fn print_endpoints(stack: &Stack, took: std::time::Duration) {
+fn print_endpoints(stack: &Stack, took: std::time::Duration, ui: Option<&str>) {
     let c = &stack.config;
     println!();
     println!(
@@ -108,6 +155,9 @@ fn print_endpoints(stack: &Stack, took: std::time::Duration) {
     println!("  schema registry      {}", stack.registry_url());
     for name in &c.services {
         println!("  {:<20} {}", name, stack.service_url(name));
+    }
+    if let Some(url) = ui {
+        println!("  {:<20} {url}", "monitor (browser)");
     }
     if let Some(token) = stack.admin_token().expose() {
         println!(
