@@ -107,7 +107,7 @@ impl Browser {
             Ok((t.trim() == wanted).then_some(()))
         })
         .await
-        .map_err(|e| e.context(format!("{css}")))
+        .map_err(|e| e.context(css.to_owned()))
     }
 }
 
