@@ -97,7 +97,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 listener,
                 conn,
                 endpoints,
-                10_000,
+                crate::ui::DEFAULT_KEEP_ORDERS,
                 ui_stop.clone(),
             ));
             Some((url, task))

@@ -65,6 +65,10 @@ pub const UPDATES_PER_S: u64 = 2;
 /// Where `make run` serves the monitor.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
 
+/// Orders whose events are kept: about 9 KiB each as measured (decoded
+/// events, ids, the saga view's inputs), so about 20 MiB.
+pub const DEFAULT_KEEP_ORDERS: usize = 2_000;
+
 /// How often readiness, offsets and dead-letter counts are read.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -75,7 +79,7 @@ pub struct UiArgs {
     pub listen: SocketAddr,
     /// The events of this many most recent orders are kept (the counts
     /// cover every order).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = DEFAULT_KEEP_ORDERS)]
     pub keep_orders: usize,
     #[arg(
         long,
