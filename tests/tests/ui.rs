@@ -205,6 +205,28 @@ async fn number(b: &Browser, css: &str) -> anyhow::Result<Option<usize>> {
     })
 }
 
+/// The monitor of `stack`, served in this process on a free port: its
+/// base URL, what stops it, and its task.
+async fn start_monitor(
+    stack: &TestStack,
+) -> anyhow::Result<(
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    let monitor = tokio::spawn(choreo_cli::ui::serve(
+        listener,
+        Connection::new(stack.brokers(), stack.registry_url()),
+        common::endpoints(stack),
+        1_000,
+        stop.clone(),
+    ));
+    Ok((base, stop, monitor))
+}
+
 #[tokio::test]
 async fn the_monitor_shows_every_flow_in_a_real_browser() -> anyhow::Result<()> {
     let mut stack = TestStack::builder()
@@ -213,16 +235,7 @@ async fn the_monitor_shows_every_flow_in_a_real_browser() -> anyhow::Result<()> 
         .start()
         .await?;
     let api = Api::new(&stack);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let stop = CancellationToken::new();
-    let monitor = tokio::spawn(choreo_cli::ui::serve(
-        listener,
-        Connection::new(stack.brokers(), stack.registry_url()),
-        common::endpoints(&stack),
-        1_000,
-        stop.clone(),
-    ));
+    let (base, stop, monitor) = start_monitor(&stack).await?;
     let browser = Browser::start().await?;
     let b = &browser;
 
@@ -496,16 +509,7 @@ async fn the_monitor_shows_every_flow_in_a_real_browser() -> anyhow::Result<()> 
 #[tokio::test]
 async fn the_monitor_api_refuses_bad_requests_with_a_message() -> anyhow::Result<()> {
     let stack = TestStack::builder().services(&["order"]).start().await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let stop = CancellationToken::new();
-    let monitor = tokio::spawn(choreo_cli::ui::serve(
-        listener,
-        Connection::new(stack.brokers(), stack.registry_url()),
-        common::endpoints(&stack),
-        1_000,
-        stop.clone(),
-    ));
+    let (base, stop, monitor) = start_monitor(&stack).await?;
     let http = reqwest::Client::new();
     for (method, path, body, status) in [
         ("GET", "/api/orders/nope", None, 404),

@@ -163,13 +163,39 @@ impl Report {
     }
 }
 
-/// Base URLs of the five services.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Base URLs of the five services; as flags (`--order-url` …, or
+/// `CHOREO_<SERVICE>_URL`), `make run`'s addresses by default.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct Endpoints {
+    #[arg(
+        long = "order-url",
+        env = "CHOREO_ORDER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub order: String,
+    #[arg(
+        long = "inventory-url",
+        env = "CHOREO_INVENTORY_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
     pub inventory: String,
+    #[arg(
+        long = "payment-url",
+        env = "CHOREO_PAYMENT_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
     pub payment: String,
+    #[arg(
+        long = "courier-url",
+        env = "CHOREO_COURIER_URL",
+        default_value = "http://127.0.0.1:8084"
+    )]
     pub courier: String,
+    #[arg(
+        long = "communication-url",
+        env = "CHOREO_COMMUNICATION_URL",
+        default_value = "http://127.0.0.1:8085"
+    )]
     pub communication: String,
 }
 
@@ -633,36 +659,8 @@ pub fn parse_map(text: &str, key: &str, value: &str) -> anyhow::Result<HashMap<S
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReconcileArgs {
-    #[arg(
-        long,
-        env = "CHOREO_ORDER_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub order_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_INVENTORY_URL",
-        default_value = "http://127.0.0.1:8082"
-    )]
-    pub inventory_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_PAYMENT_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub payment_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_COURIER_URL",
-        default_value = "http://127.0.0.1:8084"
-    )]
-    pub courier_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_COMMUNICATION_URL",
-        default_value = "http://127.0.0.1:8085"
-    )]
-    pub communication_url: String,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
     /// Initial stock (the inventory seed).
     #[arg(long, default_value = "deploy/seed/stock.json")]
     pub stock_seed: PathBuf,
@@ -695,19 +693,10 @@ impl ReconcileArgs {
             None => load_stock(&self.stock_seed).context("--stock-seed")?,
         };
         let balances = load_balances(&self.accounts_seed).context("--accounts-seed")?;
-        let mut r = Reconciler::new(
-            conn.clone(),
-            Endpoints {
-                order: self.order_url.clone(),
-                inventory: self.inventory_url.clone(),
-                payment: self.payment_url.clone(),
-                courier: self.courier_url.clone(),
-                communication: self.communication_url.clone(),
-            },
-        )
-        .initial_stock(stock)
-        .initial_balances(balances)
-        .expect_dlq(self.expect_dlq);
+        let mut r = Reconciler::new(conn.clone(), self.endpoints.clone())
+            .initial_stock(stock)
+            .initial_balances(balances)
+            .expect_dlq(self.expect_dlq);
         if let Some(dir) = &self.mail_dir {
             r = r.mail_dir(dir);
         }

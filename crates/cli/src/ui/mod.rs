@@ -81,48 +81,8 @@ pub struct UiArgs {
     /// cover every order).
     #[arg(long, default_value_t = DEFAULT_KEEP_ORDERS)]
     pub keep_orders: usize,
-    #[arg(
-        long,
-        env = "CHOREO_ORDER_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub order_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_INVENTORY_URL",
-        default_value = "http://127.0.0.1:8082"
-    )]
-    pub inventory_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_PAYMENT_URL",
-        default_value = "http://127.0.0.1:8083"
-    )]
-    pub payment_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_COURIER_URL",
-        default_value = "http://127.0.0.1:8084"
-    )]
-    pub courier_url: String,
-    #[arg(
-        long,
-        env = "CHOREO_COMMUNICATION_URL",
-        default_value = "http://127.0.0.1:8085"
-    )]
-    pub communication_url: String,
-}
-
-impl UiArgs {
-    pub fn endpoints(&self) -> Endpoints {
-        Endpoints {
-            order: self.order_url.clone(),
-            inventory: self.inventory_url.clone(),
-            payment: self.payment_url.clone(),
-            courier: self.courier_url.clone(),
-            communication: self.communication_url.clone(),
-        }
-    }
+    #[command(flatten)]
+    pub endpoints: Endpoints,
 }
 
 /// `choreo ui`: serves until Ctrl-C.
@@ -138,7 +98,7 @@ pub async fn run(conn: &Connection, args: &UiArgs) -> anyhow::Result<()> {
     serve(
         listener,
         conn.clone(),
-        args.endpoints(),
+        args.endpoints.clone(),
         args.keep_orders,
         stop,
     )
