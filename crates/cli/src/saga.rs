@@ -24,6 +24,21 @@ pub struct SagaEvent {
 }
 
 impl SagaEvent {
+    /// `event`, decoded from `record`, with where it was read and the
+    /// trace id of its `traceparent` header.
+    pub fn from_record(record: &crate::reader::Record, event: AnyEvent) -> Self {
+        Self {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            event,
+            trace_id: record
+                .header("traceparent")
+                .as_deref()
+                .and_then(trace_id_of),
+        }
+    }
+
     pub fn occurred_at(&self) -> i64 {
         self.event.metadata().occurred_at
     }

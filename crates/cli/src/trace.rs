@@ -46,16 +46,7 @@ async fn load_events(
     let mut events = Vec::new();
     for record in records.iter().filter(|r| keep(r)) {
         match decoder.decode_record(record).await {
-            Ok(event) => events.push(SagaEvent {
-                topic: record.topic.clone(),
-                partition: record.partition,
-                offset: record.offset,
-                event,
-                trace_id: record
-                    .header("traceparent")
-                    .as_deref()
-                    .and_then(crate::saga::trace_id_of),
-            }),
+            Ok(event) => events.push(SagaEvent::from_record(record, event)),
             Err(e) if e.is_retryable() => return Err(decoder.explain(e)),
             Err(e) => tracing::debug!(position = %record.position(), error = %e, "skipping"),
         }

@@ -52,7 +52,7 @@ use crate::decode::Decoder;
 use crate::output::{now_ms, parse_duration, Progress};
 use crate::reader::{Start, TopicReader};
 use crate::reconcile::Endpoints;
-use crate::saga::{trace_id_of, SagaEvent};
+use crate::saga::SagaEvent;
 use crate::Connection;
 use model::{Model, OrderQuery};
 
@@ -118,8 +118,11 @@ struct Live {
     ready: BTreeMap<&'static str, Option<bool>>,
     groups: BTreeMap<&'static str, Vec<PartitionLag>>,
     dead_letters: Option<u64>,
-    /// The last error reading the topics or offsets, shown on the page.
-    kafka_error: Option<String>,
+    /// The last error following the topics (cleared by the next record),
+    /// shown on the page.
+    tail_error: Option<String>,
+    /// The last error reading offsets and watermarks.
+    offsets_error: Option<String>,
 }
 
 struct Ui {
@@ -221,7 +224,7 @@ impl Ui {
             })
             .collect();
         v["dead_letters"] = json!(live.dead_letters);
-        v["error"] = json!(live.kafka_error);
+        v["error"] = json!(live.tail_error.as_ref().or(live.offsets_error.as_ref()));
         v
     }
 }
@@ -433,7 +436,7 @@ async fn consumers(State(ui): State<Arc<Ui>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "groups": groups, "error": live.kafka_error }))
+    Json(json!({ "groups": groups, "error": live.offsets_error }))
 }
 
 /// Follows every saga topic from the beginning into the model; retries
@@ -448,7 +451,7 @@ async fn tail(ui: Arc<Ui>) {
             r = TopicReader::open(&ui.conn.brokers, &topics, Start::Beginning, true) => match r {
                 Ok(r) => r,
                 Err(e) => {
-                    lock(&ui.live).kafka_error = Some(format!("reading the saga topics: {e}"));
+                    lock(&ui.live).tail_error = Some(format!("reading the saga topics: {e}"));
                     tokio::select! {
                         _ = ui.stop.cancelled() => return,
                         _ = tokio::time::sleep(POLL) => continue 'open,
@@ -456,6 +459,7 @@ async fn tail(ui: Arc<Ui>) {
                 }
             }
         };
+        lock(&ui.live).tail_error = None;
         loop {
             let record = tokio::select! {
                 _ = ui.stop.cancelled() => return,
@@ -464,15 +468,17 @@ async fn tail(ui: Arc<Ui>) {
             let record = match record {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => {
-                    lock(&ui.live).kafka_error = Some(format!("reading the saga topics: {e}"));
+                    lock(&ui.live).tail_error = Some(format!("reading the saga topics: {e}"));
                     continue 'open;
                 }
                 None => continue 'open,
             };
+            let mut retried = false;
             let decoded = loop {
                 match decoder.decode_record(&record).await {
                     Err(e) if e.is_retryable() => {
-                        lock(&ui.live).kafka_error = Some(format!("{:#}", decoder.explain(e)));
+                        retried = true;
+                        lock(&ui.live).tail_error = Some(format!("{:#}", decoder.explain(e)));
                         tokio::select! {
                             _ = ui.stop.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -481,22 +487,13 @@ async fn tail(ui: Arc<Ui>) {
                     other => break other,
                 }
             };
+            if retried {
+                lock(&ui.live).tail_error = None;
+            }
             let now = now_ms();
             let mut model = lock(&ui.model);
             match decoded {
-                Ok(event) => model.add(
-                    SagaEvent {
-                        topic: record.topic.clone(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        event,
-                        trace_id: record
-                            .header("traceparent")
-                            .as_deref()
-                            .and_then(trace_id_of),
-                    },
-                    now,
-                ),
+                Ok(event) => model.add(SagaEvent::from_record(&record, event), now),
                 Err(e) => {
                     tracing::debug!(position = %record.position(), error = %e, "undecodable");
                     model.skip(now);
@@ -552,7 +549,7 @@ async fn poll_kafka(ui: Arc<Ui>) {
                 .collect();
             match made {
                 Ok(c) => clients = Some(Arc::new(c)),
-                Err(e) => lock(&ui.live).kafka_error = Some(format!("Kafka client: {e}")),
+                Err(e) => lock(&ui.live).offsets_error = Some(format!("Kafka client: {e}")),
             }
         }
         if let Some(c) = clients.clone() {
@@ -579,10 +576,10 @@ async fn poll_kafka(ui: Arc<Ui>) {
                 Ok(Ok((groups, dead))) => {
                     live.groups = groups;
                     live.dead_letters = Some(dead);
-                    live.kafka_error = None;
+                    live.offsets_error = None;
                 }
-                Ok(Err(e)) => live.kafka_error = Some(format!("reading offsets: {e:#}")),
-                Err(e) => live.kafka_error = Some(format!("reading offsets: {e}")),
+                Ok(Err(e)) => live.offsets_error = Some(format!("reading offsets: {e:#}")),
+                Err(e) => live.offsets_error = Some(format!("reading offsets: {e}")),
             }
         }
         tokio::select! {
